@@ -1,1 +1,240 @@
-fn main() {}
+//! The `shareflow` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use shareflow::graphs::Estimator;
+use shareflow::operators::{RewardRule, StdConvention};
+use shareflow::runtime::ClusterConfig;
+use shareflow::tools::{ToolError, advantages, jsonl, score};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shareflow",
+    version,
+    about = "Share-GRPO and RL training of multimodal LMs as a timely dataflow"
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shareflow_runtime=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Share-GRPO advantages of a rollout dump: JSON lines {seed, variant, sample, reward} in,
+    /// one JSON line per training row {seed, context, variant, sample, advantage} out.
+    Advantages(AdvantagesCmd),
+    /// Rewards of responses: JSON lines {response, ground_truth} in, {overall, format, accuracy,
+    /// extracted} out, in input order.
+    Score(ScoreCmd),
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Worker threads per process.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+    /// Number of processes in the cluster.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index (0 reads the input and writes the output).
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// One `host:port` line per process.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StdArg {
+    /// Over the m*m*n training rows, as the R1-ShareVL release computes it.
+    Reference,
+    /// Over the m*n unique responses, as the paper's equations read.
+    Paper,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EstimatorArg {
+    /// Hierarchical advantages with cross-variant sharing (m*m*n rows per seed).
+    ShareGrpo,
+    /// Plain GRPO over each seed's responses (one row per response).
+    Grpo,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RuleArg {
+    /// <think>..</think>..\boxed{}; overall = 0.9 accuracy + 0.1 format.
+    Math,
+    /// <think>..</think><answer>..</answer>; overall = 0.5 accuracy + 0.5 format.
+    R1v,
+}
+
+#[derive(Debug, Args)]
+struct AdvantagesCmd {
+    /// Input JSON lines file, or `-` for standard input.
+    #[arg(long)]
+    input: String,
+    /// Output file (written only if every seed succeeds); standard output if absent.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Population of the global standard deviation.
+    #[arg(long, value_enum, default_value = "reference")]
+    std: StdArg,
+    /// Advantage estimator.
+    #[arg(long, value_enum, default_value = "share-grpo")]
+    estimator: EstimatorArg,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+struct ScoreCmd {
+    /// Input JSON lines file, or `-` for standard input.
+    #[arg(long)]
+    input: String,
+    /// Output file; standard output if absent.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Reward rule.
+    #[arg(long, value_enum, default_value = "math")]
+    rule: RuleArg,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Writes lines to the output file (through a temporary file and a rename, so a failure leaves
+/// no half-written file) or to standard output.
+fn write_lines(output: Option<&PathBuf>, lines: &[String]) -> anyhow::Result<()> {
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    match output {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming to {}", path.display()))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .context("writing standard output")?;
+            out.flush().context("writing standard output")?;
+        }
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(items: &[T]) -> anyhow::Result<Vec<String>> {
+    items
+        .iter()
+        .map(|x| serde_json::to_string(x).context("serialising output"))
+        .collect()
+}
+
+/// timely's TCP set-up prints connection progress on standard output, which would interleave with
+/// JSON lines there: a cluster run must write its output to a file.
+fn check_output(cluster: &ClusterConfig, output: Option<&PathBuf>) -> anyhow::Result<()> {
+    if cluster.processes > 1 && output.is_none() {
+        anyhow::bail!(
+            "--processes > 1 needs --output FILE (the TCP set-up prints to standard output)"
+        );
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Advantages(cmd) => {
+            let cluster = cmd.cluster.config();
+            check_output(&cluster, cmd.output.as_ref())?;
+            let responses = if cluster.is_leader() {
+                advantages::parse_responses(&jsonl::read_input(&cmd.input)?, &cmd.input)?
+            } else {
+                Vec::new()
+            };
+            let estimator = match (cmd.estimator, cmd.std) {
+                (EstimatorArg::Grpo, _) => Estimator::Grpo,
+                (EstimatorArg::ShareGrpo, StdArg::Reference) => {
+                    Estimator::ShareGrpo(StdConvention::Reference)
+                }
+                (EstimatorArg::ShareGrpo, StdArg::Paper) => {
+                    Estimator::ShareGrpo(StdConvention::Paper)
+                }
+            };
+            let rows = advantages::run_advantages(responses, estimator, &cluster)?;
+            if cluster.is_leader() {
+                write_lines(cmd.output.as_ref(), &to_json(&rows)?)?;
+            }
+        }
+        Command::Score(cmd) => {
+            let cluster = cmd.cluster.config();
+            check_output(&cluster, cmd.output.as_ref())?;
+            let inputs = if cluster.is_leader() {
+                score::parse_score_inputs(&jsonl::read_input(&cmd.input)?, &cmd.input)?
+            } else {
+                Vec::new()
+            };
+            let rule = match cmd.rule {
+                RuleArg::Math => RewardRule::Math,
+                RuleArg::R1v => RewardRule::R1v,
+            };
+            let outputs = score::run_score(inputs, rule, &cluster)?;
+            if cluster.is_leader() {
+                write_lines(cmd.output.as_ref(), &to_json(&outputs)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stderr)]
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ToolError>() {
+                Some(ToolError::Input(lines)) => {
+                    for l in lines {
+                        eprintln!("error: {l}");
+                    }
+                }
+                Some(ToolError::Issues(issues)) => {
+                    for i in issues {
+                        eprintln!("error: {i}");
+                    }
+                    eprintln!("error: no output written ({} problem(s))", issues.len());
+                }
+                _ => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,26 @@
+//! shareflow-operators: the reinforcement-learning operators of shareflow, as timely extension
+//! traits over streams of records, each a thin shell over plain, unit-tested functions.
+//!
+//! Model-free half of Share-GRPO (this crate so far): reward scoring with the reference's `math`
+//! and `r1v` rules and a `mathruler`-compatible grader ([`reward`]), local normalisation
+//! ([`NormalizeLocal`]), global normalisation ([`NormalizeGlobal`]), cross-variant sharing
+//! ([`ShareAcrossVariants`]) and plain GRPO normalisation ([`NormalizeGrpo`]); the maths lives in
+//! [`advantage`]. Depends on shareflow-runtime and timely.
 
+pub mod advantage;
+pub mod normalize_global;
+pub mod normalize_grpo;
+pub mod normalize_local;
+pub mod records;
+pub mod reward;
+pub mod score;
+pub mod share;
+
+pub use advantage::StdConvention;
+pub use normalize_global::NormalizeGlobal;
+pub use normalize_grpo::NormalizeGrpo;
+pub use normalize_local::NormalizeLocal;
+pub use records::{Advantaged, GroupShape, Issue, LocalAdvantaged, Scored, SeedGroup, TrainRow};
+pub use reward::{RewardRule, RewardScore};
+pub use score::{ScoreResponses, ScoredText, ToScore};
+pub use share::{ShareAcrossVariants, share_rows};

@@ -57,7 +57,9 @@ impl ClusterConfig {
             return Err(RuntimeError::Cluster("--workers must be at least 1".into()));
         }
         if self.processes == 0 {
-            return Err(RuntimeError::Cluster("--processes must be at least 1".into()));
+            return Err(RuntimeError::Cluster(
+                "--processes must be at least 1".into(),
+            ));
         }
         if self.process >= self.processes {
             return Err(RuntimeError::Cluster(format!(

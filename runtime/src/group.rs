@@ -136,15 +136,15 @@ impl<'scope, D: ExchangeData> GroupByKey<'scope, D> for Stream<'scope, Step, Vec
                                 members: Vec::new(),
                             });
                             entry.members.push(d);
-                            if entry.expected.is_some_and(|n| entry.members.len() >= n) {
-                                if let Some(done) = state.pending.remove(&k) {
-                                    state.emitted.insert(k.clone());
-                                    output.session(&state.cap).give(Grouped {
-                                        key: k,
-                                        members: done.members,
-                                        status: GroupStatus::Complete,
-                                    });
-                                }
+                            if entry.expected.is_some_and(|n| entry.members.len() >= n)
+                                && let Some(done) = state.pending.remove(&k)
+                            {
+                                state.emitted.insert(k.clone());
+                                output.session(&state.cap).give(Grouped {
+                                    key: k,
+                                    members: done.members,
+                                    status: GroupStatus::Complete,
+                                });
                             }
                         }
                     }

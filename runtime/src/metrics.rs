@@ -188,9 +188,12 @@ mod tests {
     fn json_line_has_step_and_values() {
         let m = StepMetrics {
             step: 3,
-            values: [("reward/overall".to_string(), 0.5), ("bad".to_string(), f64::NAN)]
-                .into_iter()
-                .collect(),
+            values: [
+                ("reward/overall".to_string(), 0.5),
+                ("bad".to_string(), f64::NAN),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(
             m.to_json_line(),

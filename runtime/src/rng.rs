@@ -120,7 +120,12 @@ mod tests {
             (0..8).map(|_| r.next_u64()).collect()
         };
         assert_eq!(a, b);
-        for (run, step, key, idx) in [(8, 3, "seed-1", 0), (7, 4, "seed-1", 0), (7, 3, "seed-2", 0), (7, 3, "seed-1", 1)] {
+        for (run, step, key, idx) in [
+            (8, 3, "seed-1", 0),
+            (7, 4, "seed-1", 0),
+            (7, 3, "seed-2", 0),
+            (7, 3, "seed-1", 1),
+        ] {
             let mut r = DetRng::derive(run, step, key, idx);
             assert_ne!(r.next_u64(), a[0], "{run} {step} {key} {idx}");
         }
@@ -156,7 +161,10 @@ mod tests {
         for _ in 0..30_000 {
             seen[r.below(3) as usize] += 1;
         }
-        assert!(seen.iter().all(|&c| (9_000..11_000).contains(&c)), "{seen:?}");
+        assert!(
+            seen.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{seen:?}"
+        );
         let picks = r.choose_distinct(5, 3);
         assert_eq!(picks.len(), 3);
         let mut sorted = picks.clone();

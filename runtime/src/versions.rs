@@ -41,7 +41,10 @@ impl std::fmt::Debug for VersionLoop<'_> {
 pub fn version_loop<'scope>(
     scope: Scope<'scope, Step>,
     max_staleness: u64,
-) -> (VersionLoop<'scope>, Stream<'scope, Step, Vec<PolicyVersion>>) {
+) -> (
+    VersionLoop<'scope>,
+    Stream<'scope, Step, Vec<PolicyVersion>>,
+) {
     let (handle, stream) = scope.feedback::<Vec<PolicyVersion>>(1 + max_staleness);
     (VersionLoop { handle }, stream)
 }

@@ -86,7 +86,10 @@ fn groups_by_key_with_statuses_independent_of_workers() {
         v.into_iter().filter(|g| g.key != "over").collect()
     };
     for workers in [2, 4] {
-        assert_eq!(strip(run_groups(workers, shuffled.clone())), strip(one.clone()));
+        assert_eq!(
+            strip(run_groups(workers, shuffled.clone())),
+            strip(one.clone())
+        );
     }
 }
 
@@ -125,7 +128,10 @@ fn a_complete_group_is_emitted_before_its_step_ends() {
     let (early, late) = &seen[0];
     assert_eq!(early, &vec![("a".to_string(), GroupStatus::Complete)]);
     assert_eq!(late.len(), 2);
-    assert_eq!(late[1], ("b".to_string(), GroupStatus::Incomplete { expected: 2 }));
+    assert_eq!(
+        late[1],
+        ("b".to_string(), GroupStatus::Incomplete { expected: 2 })
+    );
 }
 
 /// A graph `input -> gate -> slow stage -> publish`, where the slow stage holds each step for a
@@ -204,8 +210,16 @@ fn run_pipeline(steps: u64, max_in_flight: u64, staleness: u64) -> (Vec<(char, S
 fn staleness_zero_is_synchronous_and_on_policy() {
     let (events, peak) = run_pipeline(5, 3, 0);
     assert!(peak <= 3);
-    let gates: Vec<(Step, u64)> = events.iter().filter(|e| e.0 == 'g').map(|e| (e.1, e.2)).collect();
-    assert_eq!(gates, (0..5).map(|t| (t, t)).collect::<Vec<_>>(), "step t uses version t");
+    let gates: Vec<(Step, u64)> = events
+        .iter()
+        .filter(|e| e.0 == 'g')
+        .map(|e| (e.1, e.2))
+        .collect();
+    assert_eq!(
+        gates,
+        (0..5).map(|t| (t, t)).collect::<Vec<_>>(),
+        "step t uses version t"
+    );
     // Rollout of step t + 1 never starts before step t is done.
     for t in 0..4 {
         let done = events.iter().position(|e| *e == ('d', t, 0));
@@ -217,7 +231,11 @@ fn staleness_zero_is_synchronous_and_on_policy() {
 #[test]
 fn staleness_one_overlaps_rollout_with_the_previous_update() {
     let (events, _) = run_pipeline(6, 3, 1);
-    let gates: Vec<(Step, u64)> = events.iter().filter(|e| e.0 == 'g').map(|e| (e.1, e.2)).collect();
+    let gates: Vec<(Step, u64)> = events
+        .iter()
+        .filter(|e| e.0 == 'g')
+        .map(|e| (e.1, e.2))
+        .collect();
     assert_eq!(gates, vec![(0, 0), (1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]);
     // Step 1 is released before step 0 finished: the overlap pipelining is for.
     let done0 = events.iter().position(|e| *e == ('d', 0, 0));

@@ -2,11 +2,12 @@
 """Generate golden cases for the Rust port of mathruler.grader.
 
 Run (from the repository root):
-    pip install mathruler==0.1.0 sympy==1.14.0 pylatexenc==2.11
+    pip install mathruler==0.1.0 sympy==1.14.0 pylatexenc==2.11 tqdm
     python3 tests/golden/grader/make_golden.py
 
 Versions used to produce the committed golden.jsonl:
-    python 3.11.7, mathruler 0.1.0, sympy 1.14.0, pylatexenc 2.11
+    python 3.11.7, mathruler 0.1.0, sympy 1.14.0, pylatexenc 2.11, tqdm 4.70.1
+    (mathruler.grader imports tqdm but does not declare it as a dependency)
 
 Each output line is {"response", "ground_truth", "extracted", "accuracy"} where
 extracted = mathruler.grader.extract_boxed_content(response) and
