@@ -28,7 +28,9 @@ fn main() -> anyhow::Result<()> {
                     );
                 })
                 .probe_with(&probe);
-            issues.inspect(|i| println!("issue: {i}")).probe_with(&probe);
+            issues
+                .inspect(|i| println!("issue: {i}"))
+                .probe_with(&probe);
         });
         // Worker 0 feeds two steps of 3 seeds, 2 variants, 4 samples each; rewards are derived
         // from (run seed, step, seed id, index) so the run is the same with any worker count.

@@ -271,3 +271,47 @@ fn in_flight_bound_is_respected() {
         }
     }
 }
+
+#[test]
+fn metrics_are_aggregated_per_step_on_worker_zero_and_written_as_json_lines() {
+    use shareflow_runtime::{CollectMetrics, JsonlSink, MetricRecord, MetricsSink, StepMetrics};
+    let collected = Arc::new(Mutex::new(Vec::<StepMetrics>::new()));
+    let sink = Arc::clone(&collected);
+    ClusterConfig::threads(2)
+        .execute(move |worker| {
+            let sink = Arc::clone(&sink);
+            let mut input = InputHandle::<Step, _>::new();
+            let probe = ProbeHandle::new();
+            worker.dataflow::<Step, _, _>(|scope| {
+                input
+                    .to_stream(scope)
+                    .container::<Vec<MetricRecord>>()
+                    .collect_metrics()
+                    .inspect(move |m| sink.lock().map(|mut v| v.push(m.clone())).unwrap_or(()))
+                    .probe_with(&probe);
+            });
+            // Each worker reports reward i and one seed per step.
+            let i = worker.index() as f64;
+            let mut driver = StepDriver::new(1);
+            driver.run(worker, &mut input, &probe, 2, |step, input| {
+                input.send(MetricRecord::mean("reward/overall", i + step as f64));
+                input.send(MetricRecord::sum("seeds", 1.0));
+            });
+        })
+        .expect("dataflow runs");
+    let mut steps = collected.lock().map(|v| v.clone()).unwrap_or_default();
+    steps.sort_by_key(|m| m.step);
+    assert_eq!(steps.len(), 2, "one record per step, on worker 0 only");
+    assert_eq!(steps[0].values["reward/overall"], 0.5);
+    assert_eq!(steps[1].values["reward/overall"], 1.5);
+    assert_eq!(steps[1].values["seeds"], 2.0);
+    let mut out = Vec::new();
+    let mut jsonl = JsonlSink::new(&mut out);
+    for m in &steps {
+        jsonl.write_step(m).expect("write to memory");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "{\"reward/overall\":0.5,\"seeds\":2.0,\"step\":0}\n{\"reward/overall\":1.5,\"seeds\":2.0,\"step\":1}\n"
+    );
+}
