@@ -15,6 +15,7 @@ use timely::dataflow::operators::core::OkErr;
 use shareflow_runtime::{GroupByKey, Grouped, MapWithStep, Step};
 
 use crate::advantage::{StdConvention, global_advantages};
+use crate::normalize_local::sort_unique;
 use crate::records::{Advantaged, GroupShape, Issue, LocalAdvantaged, SeedGroup};
 
 /// Infers (m, n) from responses sorted by (variant, sample) and checks they form a full grid.
@@ -62,15 +63,7 @@ fn global_group<P>(
         )));
     }
     let mut members = group.members;
-    members.sort_by_key(|l| (l.scored.variant, l.scored.sample));
-    if let Some(w) = members.windows(2).find(|w| {
-        (w[0].scored.variant, w[0].scored.sample) == (w[1].scored.variant, w[1].scored.sample)
-    }) {
-        return Err(issue(format!(
-            "variant {} sample {} appears more than once",
-            w[0].scored.variant, w[0].scored.sample
-        )));
-    }
+    sort_unique(&mut members, |l| (l.scored.variant, l.scored.sample)).map_err(&issue)?;
     if let Some(bad) = members.iter().find(|l| l.local.is_none()) {
         return Err(issue(format!(
             "variant {} failed local normalisation (reported above); the seed is dropped",

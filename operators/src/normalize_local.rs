@@ -16,16 +16,19 @@ use shareflow_runtime::{GroupByKey, Grouped, MapWithStep, Step};
 use crate::advantage::local_advantages;
 use crate::records::{GroupShape, Issue, LocalAdvantaged, Scored};
 
-/// Sorts members by sample index and reports duplicates.
-pub(crate) fn sort_unique<P>(
-    members: &mut [Scored<P>],
-    key: impl Fn(&Scored<P>) -> (u32, u32),
+/// Sorts members by their (variant, sample) key and reports a duplicate key.
+pub(crate) fn sort_unique<T>(
+    members: &mut [T],
+    key: impl Fn(&T) -> (u32, u32),
 ) -> Result<(), String> {
     members.sort_by_key(&key);
-    match members.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
-        Some(w) => Err(format!(
-            "variant {} sample {} appears more than once",
-            w[0].variant, w[0].sample
+    match members
+        .windows(2)
+        .map(|w| (key(&w[0]), key(&w[1])))
+        .find(|(a, b)| a == b)
+    {
+        Some(((variant, sample), _)) => Err(format!(
+            "variant {variant} sample {sample} appears more than once"
         )),
         None => Ok(()),
     }
