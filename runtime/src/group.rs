@@ -123,20 +123,14 @@ impl<'scope, D: ExchangeData> GroupByKey<'scope, D> for Stream<'scope, Step, Vec
                         for d in batch.drain(..) {
                             let k = key(&d);
                             let exp = expected(&d);
-                            if state.emitted.contains(&k) {
-                                let entry = state.pending.entry(k).or_insert_with(|| Pending {
-                                    expected: exp,
-                                    members: Vec::new(),
-                                });
-                                entry.members.push(d);
-                                continue;
-                            }
                             let entry = state.pending.entry(k.clone()).or_insert_with(|| Pending {
                                 expected: exp,
                                 members: Vec::new(),
                             });
                             entry.members.push(d);
-                            if entry.expected.is_some_and(|n| entry.members.len() >= n)
+                            // Members of an already emitted group wait for the frontier (Overfull).
+                            if !state.emitted.contains(&k)
+                                && entry.expected.is_some_and(|n| entry.members.len() >= n)
                                 && let Some(done) = state.pending.remove(&k)
                             {
                                 state.emitted.insert(k.clone());

@@ -109,9 +109,8 @@ impl<'scope, D: Clone + 'static> VersionGate<'scope, D> for Stream<'scope, Step,
                             .session(cap)
                             .give_iterator(items.drain(..).map(|d| (version, d)));
                     }
-                    // Keep capabilities only for steps not yet open (an open step forwards new data
-                    // immediately on its next activation, so it needs none once drained) — but a
-                    // step stays open for late data while its capability is held by upstream.
+                    // Drained open steps need no capability: late records of an open step arrive
+                    // with their own and are forwarded on the next activation.
                     held.retain(|t, (_, items)| !open(t) || !items.is_empty());
                     // Tokens older than the newest one at or before the oldest held step are dead.
                     if let Some((&oldest, _)) = held.first_key_value() {
