@@ -24,3 +24,4 @@ pub use records::{Advantaged, GroupShape, Issue, LocalAdvantaged, Scored, SeedGr
 pub use reward::{RewardRule, RewardScore};
 pub use score::{ScoreResponses, ScoredText, ToScore};
 pub use share::{ShareAcrossVariants, share_rows};
+pub mod policy;
