@@ -220,7 +220,10 @@ impl ModelConfig {
         {
             return Err(f.err(
                 "rope_scaling.mrope_section",
-                &format!("is {sec:?}; its sum must be head_dim / 2 = {}", head_dim / 2),
+                &format!(
+                    "is {sec:?}; its sum must be head_dim / 2 = {}",
+                    head_dim / 2
+                ),
             ));
         }
         let rope_theta = match f.find("rope_theta") {
@@ -251,7 +254,10 @@ impl ModelConfig {
         if let Some(act) = f.find("hidden_act").and_then(Value::as_str)
             && act != "silu"
         {
-            return Err(f.err("hidden_act", &format!("is {act:?}; only \"silu\" is supported")));
+            return Err(f.err(
+                "hidden_act",
+                &format!("is {act:?}; only \"silu\" is supported"),
+            ));
         }
 
         let vision = match architecture {
@@ -364,7 +370,10 @@ fn vision_config(v: &Value, path: &Path) -> Result<VisionConfig> {
     if let Some(act) = f.find("hidden_act").and_then(Value::as_str)
         && act != "silu"
     {
-        return Err(f.err("hidden_act", &format!("is {act:?}; only \"silu\" is supported")));
+        return Err(f.err(
+            "hidden_act",
+            &format!("is {act:?}; only \"silu\" is supported"),
+        ));
     }
     let patch_size = f.usize_or("patch_size", 14)?;
     let spatial_merge_size = f.usize_or("spatial_merge_size", 2)?;

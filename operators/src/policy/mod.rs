@@ -7,3 +7,16 @@ pub use error::{PolicyError, Result};
 pub mod config;
 
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
+pub mod weights;
+
+pub use weights::ParamStore;
+pub mod layers;
+pub mod text;
+pub mod vision;
+
+pub use vision::PixelValues;
+pub mod model;
+
+pub use model::{
+    Generation, LoadOptions, PolicyModel, SamplingParams, ScoreOptions, Scores, Sequence,
+};

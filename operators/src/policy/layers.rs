@@ -1,0 +1,132 @@
+//! Building blocks shared by the text decoder and the vision tower, written only with candle ops
+//! that have a backward pass (TECH_NOTES: the fused softmax / rms_norm / rope drop gradients).
+
+use candle_core::{D, DType, Tensor};
+
+use super::error::Result;
+use super::weights::ParamStore;
+
+/// `y = x W^T + b` over the last dimension of `x` (any leading dimensions).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` of shape (out, in) and, with `bias`, `{prefix}.bias`.
+    pub fn load(
+        p: &ParamStore,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = p.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let b = if bias {
+            Some(p.get(&format!("{prefix}.bias"), &[d_out])?)
+        } else {
+            None
+        };
+        Ok(Self { w, b })
+    }
+
+    /// A linear map sharing `w` (tied embeddings).
+    pub fn from_weight(w: Tensor) -> Self {
+        Self { w, b: None }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let d_in = dims.last().copied().unwrap_or(0);
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+        let x2 = x.reshape((rows, d_in))?;
+        let mut y = x2.matmul(&self.w.t()?)?;
+        if let Some(b) = &self.b {
+            y = y.broadcast_add(b)?;
+        }
+        let mut out = dims;
+        if let Some(last) = out.last_mut() {
+            *last = self.w.dim(0)?;
+        }
+        Ok(y.reshape(out)?)
+    }
+}
+
+/// HF's Qwen2RMSNorm: `w * x / sqrt(mean(x^2) + eps)`, differentiable.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    w: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(p: &ParamStore, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            w: p.get(name, &[dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        Ok(x.broadcast_mul(&inv)?.broadcast_mul(&self.w)?)
+    }
+}
+
+/// `[-x2, x1]` for `x = [x1, x2]` split in halves of the last dimension.
+pub fn rotate_half(x: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d - d / 2)?;
+    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
+}
+
+/// Rotary embedding `x * cos + rotate_half(x) * sin` (cos/sin broadcast against x).
+pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    Ok((x.broadcast_mul(cos)? + rotate_half(x)?.broadcast_mul(sin)?)?)
+}
+
+/// Scaled dot-product attention over (batch, heads, len, head_dim) with an optional additive
+/// mask broadcastable to (batch, heads, q_len, k_len); softmax in f32.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let d = q.dim(D::Minus1)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    if let Some(m) = mask {
+        scores = scores.broadcast_add(m)?;
+    }
+    let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?;
+    Ok(probs.matmul(&v.contiguous()?)?)
+}
+
+/// Gated MLP `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl GatedMlp {
+    pub fn load(
+        p: &ParamStore,
+        prefix: &str,
+        dim: usize,
+        hidden: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            gate: Linear::load(p, &format!("{prefix}.gate_proj"), dim, hidden, bias)?,
+            up: Linear::load(p, &format!("{prefix}.up_proj"), dim, hidden, bias)?,
+            down: Linear::load(p, &format!("{prefix}.down_proj"), hidden, dim, bias)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate.forward(x)?.silu()?;
+        let u = self.up.forward(x)?;
+        self.down.forward(&(g * u)?)
+    }
+}

@@ -1,0 +1,708 @@
+//! The policy: a checkpoint's weights assembled into the text decoder (and the vision tower for
+//! Qwen2.5-VL), with the three things RL training asks of it: differentiable per-token log-probs
+//! of responses ([`PolicyModel::score`]), sampling with a KV cache ([`PolicyModel::generate`]),
+//! and saving back as a Hugging Face checkpoint ([`PolicyModel::save`]).
+
+use std::path::Path;
+
+use candle_core::{D, Device, Tensor, Var};
+use shareflow_runtime::rng::DetRng;
+
+use super::config::{Architecture, ModelConfig};
+use super::error::{PolicyError, Result};
+use super::text::{KvCache, Pos3, TextModel, causal_mask};
+use super::vision::{PixelValues, VisionModel};
+use super::weights::ParamStore;
+
+/// Which parameters get gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Make parameters trainable (`Var`s). Inference-only loads keep plain tensors.
+    pub trainable: bool,
+    /// Keep the vision tower frozen even when training.
+    pub freeze_vision: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            trainable: true,
+            freeze_vision: false,
+        }
+    }
+}
+
+/// One sequence to score: `ids` = prompt tokens then response tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Sequence<'a> {
+    pub ids: &'a [u32],
+    pub prompt_len: usize,
+    pub images: &'a [PixelValues],
+}
+
+/// Options of [`PolicyModel::score`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreOptions {
+    /// Logits are divided by this before the softmax (verl scores at the rollout temperature).
+    pub temperature: f64,
+    /// Also compute the per-token entropy.
+    pub entropy: bool,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            entropy: false,
+        }
+    }
+}
+
+/// Per-token results of [`PolicyModel::score`], right-padded to the longest response.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    /// (batch, max_response_len) log-probs of the response tokens; differentiable.
+    pub log_probs: Tensor,
+    /// (batch, max_response_len) 1.0 on response tokens, 0.0 on padding.
+    pub mask: Tensor,
+    /// (batch, max_response_len) entropy of the next-token distribution, when asked for.
+    pub entropy: Option<Tensor>,
+    /// Response length of each row.
+    pub lengths: Vec<usize>,
+}
+
+impl Scores {
+    /// The log-probs of row `b` without padding.
+    pub fn row(&self, b: usize) -> Result<Vec<f32>> {
+        let len = self.lengths.get(b).copied().unwrap_or(0);
+        Ok(self.log_probs.get(b)?.narrow(0, 0, len)?.to_vec1::<f32>()?)
+    }
+}
+
+/// Sampling settings of [`PolicyModel::generate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy decoding.
+    pub temperature: f64,
+    /// Nucleus mass kept (1.0 keeps everything).
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0: no limit).
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    /// Token ids that end a response (included in it).
+    pub stop: Vec<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 256,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// One generated response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    /// Log-prob of each token under the sampling distribution before truncation, i.e.
+    /// `log_softmax(logits / temperature)` (temperature 1 when greedy).
+    pub log_probs: Vec<f32>,
+    /// Whether a stop token ended it (otherwise it hit `max_new_tokens`).
+    pub stopped: bool,
+    /// The policy version whose weights produced it.
+    pub policy_version: u64,
+}
+
+/// A loaded policy.
+#[derive(Debug, Clone)]
+pub struct PolicyModel {
+    config: ModelConfig,
+    params: ParamStore,
+    text: TextModel,
+    vision: Option<VisionModel>,
+    version: u64,
+}
+
+impl PolicyModel {
+    /// Loads the model of a Hugging Face checkpoint directory.
+    pub fn load(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        let config = ModelConfig::load(dir)?;
+        let params = ParamStore::load(dir, device, |name| {
+            opts.trainable && !(opts.freeze_vision && name.starts_with("visual."))
+        })?;
+        Self::from_params(config, params)
+    }
+
+    /// Assembles a model over existing parameters.
+    pub fn from_params(config: ModelConfig, params: ParamStore) -> Result<Self> {
+        let text = TextModel::load(&params, &config.text)?;
+        let vision = match (&config.architecture, &config.vision) {
+            (Architecture::Qwen2_5Vl, Some(v)) => {
+                if v.out_hidden_size != config.text.hidden_size {
+                    return Err(PolicyError::bad_file(
+                        params.source(),
+                        format!(
+                            "vision_config.out_hidden_size {} differs from the text hidden_size {}",
+                            v.out_hidden_size, config.text.hidden_size
+                        ),
+                    ));
+                }
+                Some(VisionModel::load(&params, v)?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            params,
+            text,
+            vision,
+            version: 0,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        self.params.device()
+    }
+
+    /// The policy version (bumped by the trainer after each optimizer step).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn set_version(&mut self, v: u64) {
+        self.version = v;
+    }
+
+    /// Trainable parameters by checkpoint-internal name, in a stable order.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        self.params.trainable()
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// An immutable copy of the current weights (an optimizer step on `self` leaves it alone).
+    pub fn snapshot(&self) -> Result<Self> {
+        let mut m = Self::from_params(self.config.clone(), self.params.snapshot()?)?;
+        m.version = self.version;
+        Ok(m)
+    }
+
+    /// Writes a Hugging Face checkpoint directory: the weights under their original names and
+    /// dtype, and every other file of `source_dir` (config, tokenizer, templates, processor
+    /// config) copied unchanged. Written to a temporary sibling and renamed into place.
+    pub fn save(&self, source_dir: &Path, out_dir: &Path) -> Result<()> {
+        if out_dir.exists() {
+            return Err(PolicyError::Input(format!(
+                "{}: already exists; choose a new directory",
+                out_dir.display()
+            )));
+        }
+        let name = out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkpoint".into());
+        let tmp = out_dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| PolicyError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| PolicyError::io(&tmp, e))?;
+        let entries = std::fs::read_dir(source_dir).map_err(|e| PolicyError::io(source_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| PolicyError::io(source_dir, e))?;
+            let path = entry.path();
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            let is_weights =
+                fname.ends_with(".safetensors") || fname == "model.safetensors.index.json";
+            if path.is_file() && !is_weights {
+                std::fs::copy(&path, tmp.join(&fname)).map_err(|e| PolicyError::io(&path, e))?;
+            }
+        }
+        self.params.save(&tmp, 5 << 30)?;
+        std::fs::rename(&tmp, out_dir).map_err(|e| PolicyError::io(out_dir, e))
+    }
+
+    /// Multimodal rotary positions of one sequence (HF `get_rope_index` for images): text tokens
+    /// count up on all three axes; an image's tokens get (0, row, col) offset by the position
+    /// after the preceding text; the text after an image continues from the largest position + 1.
+    /// Returns the positions and the next free position.
+    pub fn rope_index(&self, ids: &[u32], images: &[PixelValues]) -> Result<(Vec<Pos3>, i64)> {
+        let merge = self
+            .config
+            .vision
+            .as_ref()
+            .map_or(1, |v| v.spatial_merge_size);
+        rope_index(ids, images, self.config.image_token_id, merge)
+    }
+
+    /// Embeddings of right- or left-padded rows, with image features in place of image tokens.
+    fn embed_rows(&self, rows: &[Vec<u32>], images: &[&[PixelValues]]) -> Result<Tensor> {
+        let device = self.device().clone();
+        let b = rows.len();
+        let l = rows.first().map_or(0, Vec::len);
+        let vocab = self.config.text.vocab_size;
+        let mut flat = Vec::with_capacity(b * l);
+        for row in rows {
+            for &t in row {
+                if t as usize >= vocab {
+                    return Err(PolicyError::Input(format!(
+                        "token id {t} is outside the vocabulary of {vocab}"
+                    )));
+                }
+                flat.push(t);
+            }
+        }
+        let ids = Tensor::from_vec(flat.clone(), (b, l), &device)?;
+        let text = self.text.embed(&ids)?;
+        let all: Vec<PixelValues> = images.iter().flat_map(|x| x.iter().cloned()).collect();
+        let image_tok = self.config.image_token_id;
+        let n_image_tokens = match image_tok {
+            Some(id) => flat.iter().filter(|&&t| t == id).count(),
+            None => 0,
+        };
+        if all.is_empty() && n_image_tokens == 0 {
+            return Ok(text);
+        }
+        let Some(vision) = &self.vision else {
+            return Err(PolicyError::Input(format!(
+                "{} is a text-only model; it cannot take images",
+                self.config.architecture.hf_class()
+            )));
+        };
+        let merge = self
+            .config
+            .vision
+            .as_ref()
+            .map_or(1, |v| v.spatial_merge_size);
+        for (r, (row, imgs)) in rows.iter().zip(images).enumerate() {
+            let have = row.iter().filter(|&&t| Some(t) == image_tok).count();
+            let want: usize = imgs.iter().map(|p| p.llm_tokens(merge)).sum();
+            if have != want {
+                return Err(PolicyError::Input(format!(
+                    "row {r}: {have} image tokens in the prompt, but its {} image(s) give {want} \
+                     features; expand each image placeholder to grid_t*grid_h*grid_w/{} tokens",
+                    imgs.len(),
+                    merge * merge
+                )));
+            }
+        }
+        let feats = vision.forward(&all, &device)?;
+        let h = self.config.text.hidden_size;
+        let combined = Tensor::cat(&[&text.reshape((b * l, h))?, &feats], 0)?;
+        let mut next = (b * l) as u32;
+        let index: Vec<u32> = flat
+            .iter()
+            .enumerate()
+            .map(|(p, &t)| {
+                if Some(t) == image_tok {
+                    next += 1;
+                    next - 1
+                } else {
+                    p as u32
+                }
+            })
+            .collect();
+        let index = Tensor::from_vec(index, b * l, &device)?;
+        Ok(combined.index_select(&index, 0)?.reshape((b, l, h))?)
+    }
+
+    /// Per-token log-probs of each sequence's response given its prompt (and images), as one
+    /// right-padded batch; differentiable with respect to every trainable parameter.
+    pub fn score(&self, batch: &[Sequence<'_>], opts: &ScoreOptions) -> Result<Scores> {
+        let device = self.device().clone();
+        if batch.is_empty() {
+            return Err(PolicyError::Input("score: empty batch".into()));
+        }
+        if !(opts.temperature > 0.0 && opts.temperature.is_finite()) {
+            return Err(PolicyError::Input(format!(
+                "score: temperature must be positive, got {}",
+                opts.temperature
+            )));
+        }
+        let l = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut valid = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
+        let mut lengths = Vec::with_capacity(batch.len());
+        for (r, s) in batch.iter().enumerate() {
+            if s.prompt_len == 0 || s.prompt_len >= s.ids.len() {
+                return Err(PolicyError::Input(format!(
+                    "row {r}: prompt length {} must be between 1 and the sequence length {} - 1",
+                    s.prompt_len,
+                    s.ids.len()
+                )));
+            }
+            let (mut pos, _) = self.rope_index(s.ids, s.images)?;
+            pos.resize(l, [0; 3]);
+            positions.push(pos);
+            let mut row = s.ids.to_vec();
+            row.resize(l, 0);
+            rows.push(row);
+            let mut v = vec![true; s.ids.len()];
+            v.resize(l, false);
+            valid.push(v);
+            lengths.push(s.ids.len() - s.prompt_len);
+        }
+        let images: Vec<&[PixelValues]> = batch.iter().map(|s| s.images).collect();
+        let x = self.embed_rows(&rows, &images)?;
+        let rope = self.text.rope_tables(&positions, &device)?;
+        let mask = causal_mask(&valid, l, &device)?;
+        let h = self.text.forward(&x, &rope, Some(&mask), None)?;
+        let b = batch.len();
+        let t = lengths.iter().copied().max().unwrap_or(0);
+        let mut gather = Vec::with_capacity(b * t);
+        let mut targets = Vec::with_capacity(b * t);
+        let mut mask_v = Vec::with_capacity(b * t);
+        for (r, s) in batch.iter().enumerate() {
+            for i in 0..t {
+                if i < lengths[r] {
+                    gather.push((r * l + s.prompt_len - 1 + i) as u32);
+                    targets.push(s.ids[s.prompt_len + i]);
+                    mask_v.push(1.0f32);
+                } else {
+                    gather.push((r * l) as u32);
+                    targets.push(0);
+                    mask_v.push(0.0);
+                }
+            }
+        }
+        let hidden = self.config.text.hidden_size;
+        let hs = h
+            .reshape((b * l, hidden))?
+            .index_select(&Tensor::from_vec(gather, b * t, &device)?, 0)?;
+        let mut logits = self.text.logits(&hs)?;
+        if opts.temperature != 1.0 {
+            logits = (logits / opts.temperature)?;
+        }
+        let logp_all = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets = Tensor::from_vec(targets, (b * t, 1), &device)?;
+        let log_probs = logp_all.gather(&targets, 1)?.reshape((b, t))?;
+        let entropy = if opts.entropy {
+            let p = logp_all.exp()?;
+            Some((p * &logp_all)?.sum(D::Minus1)?.neg()?.reshape((b, t))?)
+        } else {
+            None
+        };
+        Ok(Scores {
+            log_probs,
+            mask: Tensor::from_vec(mask_v, (b, t), &device)?,
+            entropy,
+            lengths,
+        })
+    }
+
+    /// Samples one response per prompt, all prompts as one left-padded batch with a KV cache.
+    /// `rngs[i]` drives prompt i (ignored when greedy), so a response depends only on its own
+    /// stream, not on the batch it ran in.
+    pub fn generate(
+        &self,
+        prompts: &[(&[u32], &[PixelValues])],
+        params: &SamplingParams,
+        rngs: &mut [DetRng],
+    ) -> Result<Vec<Generation>> {
+        let device = self.device().clone();
+        let b = prompts.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        if rngs.len() != b {
+            return Err(PolicyError::Input(format!(
+                "generate: {} prompts but {} random streams",
+                b,
+                rngs.len()
+            )));
+        }
+        let temperature_ok = params.temperature >= 0.0 && params.temperature.is_finite();
+        let top_p_ok = params.top_p > 0.0 && params.top_p <= 1.0;
+        if !temperature_ok || !top_p_ok {
+            return Err(PolicyError::Input(format!(
+                "generate: temperature must be >= 0 and top_p in (0, 1], got {} and {}",
+                params.temperature, params.top_p
+            )));
+        }
+        let lp = prompts.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        if prompts.iter().any(|(ids, _)| ids.is_empty()) {
+            return Err(PolicyError::Input("generate: empty prompt".into()));
+        }
+        let mut rows = Vec::with_capacity(b);
+        let mut valid = Vec::with_capacity(b);
+        let mut positions = Vec::with_capacity(b);
+        let mut next_pos = Vec::with_capacity(b);
+        for (ids, imgs) in prompts {
+            let pad = lp - ids.len();
+            let (pos, next) = self.rope_index(ids, imgs)?;
+            let mut p = vec![[0; 3]; pad];
+            p.extend(pos);
+            positions.push(p);
+            let mut row = vec![0u32; pad];
+            row.extend_from_slice(ids);
+            rows.push(row);
+            let mut v = vec![false; pad];
+            v.extend(std::iter::repeat_n(true, ids.len()));
+            valid.push(v);
+            next_pos.push(next);
+        }
+        let images: Vec<&[PixelValues]> = prompts.iter().map(|(_, i)| *i).collect();
+        let x = self.embed_rows(&rows, &images)?;
+        let rope = self.text.rope_tables(&positions, &device)?;
+        let mask = causal_mask(&valid, lp, &device)?;
+        let mut cache = KvCache::default();
+        let h = self
+            .text
+            .forward(&x, &rope, Some(&mask), Some(&mut cache))?;
+        let mut logits = self.text.logits(&h.narrow(1, lp - 1, 1)?.squeeze(1)?)?;
+        let mut out: Vec<Generation> = (0..b)
+            .map(|_| Generation {
+                tokens: Vec::new(),
+                log_probs: Vec::new(),
+                stopped: false,
+                policy_version: self.version,
+            })
+            .collect();
+        for step in 0..params.max_new_tokens {
+            let rows_logits = logits.to_vec2::<f32>()?;
+            let mut feed = Vec::with_capacity(b);
+            for (r, g) in out.iter_mut().enumerate() {
+                if g.stopped {
+                    feed.push(0);
+                    continue;
+                }
+                let (tok, lp) = sample(&rows_logits[r], params, &mut rngs[r])?;
+                g.tokens.push(tok);
+                g.log_probs.push(lp);
+                if params.stop.contains(&tok) {
+                    g.stopped = true;
+                }
+                feed.push(tok);
+            }
+            if step + 1 == params.max_new_tokens || out.iter().all(|g| g.stopped) {
+                break;
+            }
+            // A row that stopped before this step feeds a masked pad.
+            for (r, v) in valid.iter_mut().enumerate() {
+                let just_fed = out[r].tokens.len() == step + 1;
+                v.push(just_fed);
+            }
+            let pos: Vec<Vec<Pos3>> = next_pos
+                .iter()
+                .map(|&p| {
+                    let q = p + step as i64;
+                    vec![[q, q, q]]
+                })
+                .collect();
+            let ids = Tensor::from_vec(feed, (b, 1), &device)?;
+            let x = self.text.embed(&ids)?;
+            let rope = self.text.rope_tables(&pos, &device)?;
+            let mask = causal_mask(&valid, 1, &device)?;
+            let h = self
+                .text
+                .forward(&x, &rope, Some(&mask), Some(&mut cache))?;
+            logits = self.text.logits(&h.squeeze(1)?)?;
+        }
+        Ok(out)
+    }
+}
+
+/// HF `get_rope_index` for one unpadded sequence with images (no videos).
+pub fn rope_index(
+    ids: &[u32],
+    images: &[PixelValues],
+    image_token_id: Option<u32>,
+    merge: usize,
+) -> Result<(Vec<Pos3>, i64)> {
+    let mut pos = Vec::with_capacity(ids.len());
+    let mut next: i64 = 0;
+    let mut i = 0;
+    let mut img = 0;
+    while i < ids.len() {
+        if Some(ids[i]) == image_token_id {
+            let p = images.get(img).ok_or_else(|| {
+                PolicyError::Input(format!(
+                    "the prompt has more image placeholders than the {} image(s) given",
+                    images.len()
+                ))
+            })?;
+            let [t, h, w] = p.grid_thw;
+            let (lh, lw) = (h / merge, w / merge);
+            let n = t * lh * lw;
+            if i + n > ids.len() || ids[i..i + n].iter().any(|&x| Some(x) != image_token_id) {
+                return Err(PolicyError::Input(format!(
+                    "image {img} needs {n} consecutive image tokens in the prompt"
+                )));
+            }
+            let mut max = next;
+            for tt in 0..t {
+                for y in 0..lh {
+                    for x in 0..lw {
+                        // Images have no time axis: HF scales t by second_per_grid_t = 0.
+                        let _ = tt;
+                        let q = [next, next + y as i64, next + x as i64];
+                        max = max.max(q[1]).max(q[2]);
+                        pos.push(q);
+                    }
+                }
+            }
+            next = max + 1;
+            i += n;
+            img += 1;
+        } else {
+            pos.push([next, next, next]);
+            next += 1;
+            i += 1;
+        }
+    }
+    if img != images.len() {
+        return Err(PolicyError::Input(format!(
+            "{} image(s) given but the prompt has placeholders for {img}",
+            images.len()
+        )));
+    }
+    Ok((pos, next))
+}
+
+/// Draws one token from a row of logits; returns it with its log-prob under
+/// `log_softmax(logits / temperature)` (temperature 1 when greedy).
+pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut DetRng) -> Result<(u32, f32)> {
+    if logits.iter().any(|x| x.is_nan()) {
+        return Err(PolicyError::NonFinite("NaN in next-token logits".into()));
+    }
+    let greedy = params.temperature == 0.0;
+    let temp = if greedy {
+        1.0
+    } else {
+        params.temperature as f32
+    };
+    let scaled: Vec<f32> = logits.iter().map(|&x| x / temp).collect();
+    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = scaled.iter().map(|&x| (x - max).exp()).sum();
+    let log_z = max + sum.ln();
+    if greedy {
+        let mut best = 0usize;
+        for (i, &x) in scaled.iter().enumerate() {
+            if x > scaled[best] {
+                best = i;
+            }
+        }
+        return Ok((best as u32, scaled[best] - log_z));
+    }
+    let mut order: Vec<usize> = (0..scaled.len()).collect();
+    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    if params.top_k > 0 {
+        order.truncate(params.top_k);
+    }
+    let probs: Vec<f64> = order
+        .iter()
+        .map(|&i| f64::from(scaled[i] - log_z).exp())
+        .collect();
+    let mut keep = probs.len();
+    if params.top_p < 1.0 {
+        let mut cum = 0.0;
+        for (n, p) in probs.iter().enumerate() {
+            if cum >= params.top_p {
+                keep = n;
+                break;
+            }
+            cum += p;
+        }
+        keep = keep.max(1);
+    }
+    let total: f64 = probs[..keep].iter().sum();
+    let mut u = rng.next_f64() * total;
+    let mut pick = order[keep - 1];
+    for (n, p) in probs[..keep].iter().enumerate() {
+        if u < *p {
+            pick = order[n];
+            break;
+        }
+        u -= p;
+    }
+    Ok((pick as u32, scaled[pick] - log_z))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(h: usize, w: usize) -> PixelValues {
+        PixelValues {
+            data: vec![0.0; h * w * 1176],
+            grid_thw: [1, h, w],
+        }
+    }
+
+    #[test]
+    fn rope_index_text_then_image_then_text() {
+        // 2 text tokens, a 2x3 merged image (grid 4x6), 2 text tokens.
+        let ids = [1, 2, 9, 9, 9, 9, 9, 9, 3, 4];
+        let (pos, next) = rope_index(&ids, &[img(4, 6)], Some(9), 2).expect("valid");
+        assert_eq!(pos[0], [0, 0, 0]);
+        assert_eq!(pos[1], [1, 1, 1]);
+        assert_eq!(pos[2], [2, 2, 2]);
+        assert_eq!(pos[4], [2, 2, 4]);
+        assert_eq!(pos[5], [2, 3, 2]);
+        assert_eq!(pos[7], [2, 3, 4]);
+        assert_eq!(pos[8], [5, 5, 5]);
+        assert_eq!(pos[9], [6, 6, 6]);
+        assert_eq!(next, 7);
+    }
+
+    #[test]
+    fn rope_index_rejects_count_mismatch() {
+        assert!(rope_index(&[1, 9, 9], &[img(4, 6)], Some(9), 2).is_err());
+        assert!(rope_index(&[1, 2], &[img(2, 2)], Some(9), 2).is_err());
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let logits = [0.1f32, 2.0, -1.0, 1.9];
+        let params = SamplingParams {
+            top_k: 1,
+            ..SamplingParams::default()
+        };
+        let mut rng = DetRng::from_seed(1);
+        for _ in 0..20 {
+            assert_eq!(sample(&logits, &params, &mut rng).expect("ok").0, 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        // probs ~ [0.64, 0.24, 0.09, 0.03]: top_p 0.8 keeps the first two.
+        let logits = [3.0f32, 2.0, 1.0, -0.1];
+        let params = SamplingParams {
+            top_p: 0.8,
+            ..SamplingParams::default()
+        };
+        let mut rng = DetRng::from_seed(7);
+        let mut seen = [0usize; 4];
+        for _ in 0..2000 {
+            seen[sample(&logits, &params, &mut rng).expect("ok").0 as usize] += 1;
+        }
+        assert!(seen[0] > 1000 && seen[1] > 300, "{seen:?}");
+        assert_eq!(seen[2] + seen[3], 0, "{seen:?}");
+    }
+
+    #[test]
+    fn sampled_log_prob_is_the_tempered_distribution() {
+        let logits = [1.0f32, 0.0];
+        let params = SamplingParams {
+            temperature: 2.0,
+            ..SamplingParams::default()
+        };
+        let mut rng = DetRng::from_seed(3);
+        let (tok, lp) = sample(&logits, &params, &mut rng).expect("ok");
+        let z = (0.5f32.exp() + 1.0).ln();
+        let want = if tok == 0 { 0.5 - z } else { -z };
+        assert!((lp - want).abs() < 1e-6);
+    }
+}

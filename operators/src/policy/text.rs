@@ -1,0 +1,328 @@
+//! The Qwen2 decoder shared by Qwen2/Qwen2.5 and Qwen2.5-VL: token embedding, pre-norm blocks of
+//! grouped-query attention with q/k/v biases and a gated SiLU MLP, final norm, LM head.
+//!
+//! Positions are always three axes (temporal, height, width). Text-only models and text tokens use
+//! the same value on every axis, which makes multimodal rotary identical to plain 1-D rotary; a
+//! later architecture (Qwen3-VL: interleaved sections, q/k norms) plugs in through [`RopeStyle`]
+//! and [`TextModel`]'s options instead of a copy of the decoder.
+
+use candle_core::{D, Device, Tensor};
+
+use super::config::TextConfig;
+use super::error::{PolicyError, Result};
+use super::layers::{GatedMlp, Linear, RmsNorm, apply_rotary, attention};
+use super::weights::ParamStore;
+
+/// A token's position on the (t, h, w) axes.
+pub type Pos3 = [i64; 3];
+
+/// How rotary frequencies are assigned to position axes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeStyle {
+    /// Every frequency uses the first axis (1-D rotary).
+    Plain,
+    /// Qwen2-VL / Qwen2.5-VL: contiguous sections of frequencies for t, h, w.
+    Sections(Vec<usize>),
+}
+
+/// Rotary tables for a batch: cos and sin of shape (batch, 1, len, head_dim).
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+/// Per-layer keys and values of the tokens seen so far, (batch, kv_heads, len, head_dim).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .and_then(|(k, _)| k.dim(2).ok())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln1: RmsNorm,
+    attn: Attention,
+    ln2: RmsNorm,
+    mlp: GatedMlp,
+}
+
+/// The decoder.
+#[derive(Debug, Clone)]
+pub struct TextModel {
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    cfg: TextConfig,
+    rope: RopeStyle,
+    inv_freq: Vec<f32>,
+}
+
+impl TextModel {
+    /// Loads `model.*` and `lm_head.weight` (or the tied embedding).
+    pub fn load(p: &ParamStore, cfg: &TextConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim;
+        let embed = p.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let pre = format!("model.layers.{i}");
+            blocks.push(Block {
+                ln1: RmsNorm::load(
+                    p,
+                    &format!("{pre}.input_layernorm.weight"),
+                    h,
+                    cfg.rms_norm_eps,
+                )?,
+                attn: Attention {
+                    q: Linear::load(
+                        p,
+                        &format!("{pre}.self_attn.q_proj"),
+                        h,
+                        cfg.num_attention_heads * hd,
+                        true,
+                    )?,
+                    k: Linear::load(
+                        p,
+                        &format!("{pre}.self_attn.k_proj"),
+                        h,
+                        cfg.num_key_value_heads * hd,
+                        true,
+                    )?,
+                    v: Linear::load(
+                        p,
+                        &format!("{pre}.self_attn.v_proj"),
+                        h,
+                        cfg.num_key_value_heads * hd,
+                        true,
+                    )?,
+                    o: Linear::load(
+                        p,
+                        &format!("{pre}.self_attn.o_proj"),
+                        cfg.num_attention_heads * hd,
+                        h,
+                        false,
+                    )?,
+                    heads: cfg.num_attention_heads,
+                    kv_heads: cfg.num_key_value_heads,
+                    head_dim: hd,
+                },
+                ln2: RmsNorm::load(
+                    p,
+                    &format!("{pre}.post_attention_layernorm.weight"),
+                    h,
+                    cfg.rms_norm_eps,
+                )?,
+                mlp: GatedMlp::load(p, &format!("{pre}.mlp"), h, cfg.intermediate_size, false)?,
+            });
+        }
+        let norm = RmsNorm::load(p, "model.norm.weight", h, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings && !p.contains("lm_head.weight") {
+            Linear::from_weight(embed.clone())
+        } else {
+            Linear::load(p, "lm_head", h, cfg.vocab_size, false)?
+        };
+        let rope = match &cfg.mrope_section {
+            Some(s) => RopeStyle::Sections(s.clone()),
+            None => RopeStyle::Plain,
+        };
+        let half = hd / 2;
+        let base = cfg.rope_theta as f32;
+        let inv_freq = (0..half)
+            .map(|i| 1.0f32 / base.powf((2 * i) as f32 / hd as f32))
+            .collect();
+        Ok(Self {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cfg: cfg.clone(),
+            rope,
+            inv_freq,
+        })
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    /// Embeddings of token ids (batch, len) -> (batch, len, hidden).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let flat = ids.flatten_all()?;
+        let e = self.embed.index_select(&flat, 0)?;
+        Ok(e.reshape((b, l, self.cfg.hidden_size))?)
+    }
+
+    /// Rotary tables for per-row positions (all rows the same length).
+    pub fn rope_tables(&self, positions: &[Vec<Pos3>], device: &Device) -> Result<RopeTables> {
+        let b = positions.len();
+        let l = positions.first().map_or(0, Vec::len);
+        let hd = self.cfg.head_dim;
+        let half = hd / 2;
+        // Which axis each frequency reads.
+        let mut axis = vec![0usize; half];
+        if let RopeStyle::Sections(sec) = &self.rope {
+            let mut f = 0;
+            for (a, &n) in sec.iter().enumerate() {
+                for _ in 0..n {
+                    if f < half {
+                        axis[f] = a.min(2);
+                    }
+                    f += 1;
+                }
+            }
+        }
+        let mut cos = Vec::with_capacity(b * l * hd);
+        let mut sin = Vec::with_capacity(b * l * hd);
+        for row in positions {
+            if row.len() != l {
+                return Err(PolicyError::Input(
+                    "rope_tables: rows of different lengths".into(),
+                ));
+            }
+            for p in row {
+                let start = cos.len();
+                for f in 0..half {
+                    let ang = p[axis[f]] as f32 * self.inv_freq[f];
+                    cos.push(ang.cos());
+                    sin.push(ang.sin());
+                }
+                cos.extend_from_within(start..start + half);
+                sin.extend_from_within(start..start + half);
+            }
+        }
+        Ok(RopeTables {
+            cos: Tensor::from_vec(cos, (b, 1, l, hd), device)?,
+            sin: Tensor::from_vec(sin, (b, 1, l, hd), device)?,
+        })
+    }
+
+    /// Runs the blocks and the final norm over embeddings `x` (batch, len, hidden). `mask` is
+    /// additive, broadcastable to (batch, heads, len, cached + len). With a cache, keys and
+    /// values are appended to it.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let mut h = x.clone();
+        if let Some(c) = cache.as_deref_mut()
+            && c.layers.len() != self.blocks.len()
+        {
+            c.layers = vec![None; self.blocks.len()];
+        }
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let a = blk.attn.forward(&blk.ln1.forward(&h)?, rope, mask, slot)?;
+            h = (h + a)?;
+            let m = blk.mlp.forward(&blk.ln2.forward(&h)?)?;
+            h = (h + m)?;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// LM-head logits of hidden states (any leading dims).
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(h)
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let split = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)?)
+        };
+        let q = split(self.q.forward(x)?, self.heads)?;
+        let k = split(self.k.forward(x)?, self.kv_heads)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?;
+        let q = apply_rotary(&q, &rope.cos, &rope.sin)?;
+        let k = apply_rotary(&k, &rope.cos, &rope.sin)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k.contiguous()?, v.contiguous()?),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let rep = self.heads / self.kv_heads;
+        let (k, v) = if rep == 1 {
+            (k, v)
+        } else {
+            let lk = k.dim(2)?;
+            let expand = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.unsqueeze(2)?
+                    .broadcast_as((b, self.kv_heads, rep, lk, self.head_dim))?
+                    .reshape((b, self.heads, lk, self.head_dim))?)
+            };
+            (expand(&k)?, expand(&v)?)
+        };
+        let out = attention(&q, &k, &v, mask)?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, l, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+}
+
+/// Additive attention mask (batch, 1, q_len, past + q_len): causal, and key positions whose
+/// `valid` flag is false are masked. `valid` has one row per sequence of length past + q_len.
+pub fn causal_mask(valid: &[Vec<bool>], q_len: usize, device: &Device) -> Result<Tensor> {
+    const NEG: f32 = -1e30;
+    let b = valid.len();
+    let k_len = valid.first().map_or(0, Vec::len);
+    let past = k_len.saturating_sub(q_len);
+    let mut m = Vec::with_capacity(b * q_len * k_len);
+    for row in valid {
+        for qi in 0..q_len {
+            for (ki, &ok) in row.iter().enumerate() {
+                m.push(if ok && ki <= past + qi { 0.0 } else { NEG });
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (b, 1, q_len, k_len), device)?)
+}
+
+/// Log-softmax of logits over the vocabulary (last dim), differentiable.
+pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(logits, D::Minus1)?)
+}

@@ -1,0 +1,324 @@
+//! The Qwen2.5-VL vision tower: patch embedding (a Conv3d with stride = kernel, i.e. a linear map
+//! of flattened patches), blocks of RMS-normed attention with 2-D rotary embeddings (windowed in
+//! most blocks, full in `fullatt_block_indexes`) and gated SiLU MLPs, and the patch merger that
+//! turns each 2x2 group of patches into one language-model token.
+
+use candle_core::{Device, Tensor};
+
+use super::config::VisionConfig;
+use super::error::{PolicyError, Result};
+use super::layers::{GatedMlp, Linear, RmsNorm, apply_rotary, attention};
+use super::weights::ParamStore;
+
+/// Flattened patches of one image or video, as the HF Qwen2-VL image processor lays them out:
+/// `grid_t * grid_h * grid_w` rows of `channels * temporal_patch * patch * patch` values, each
+/// consecutive group of `merge^2` rows one merged token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelValues {
+    pub data: Vec<f32>,
+    pub grid_thw: [usize; 3],
+}
+
+impl PixelValues {
+    /// Number of language-model tokens this image becomes.
+    pub fn llm_tokens(&self, merge: usize) -> usize {
+        self.grid_thw[0] * self.grid_thw[1] * self.grid_thw[2] / (merge * merge).max(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    norm1: RmsNorm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: RmsNorm,
+    mlp: GatedMlp,
+}
+
+/// The vision tower.
+#[derive(Debug, Clone)]
+pub struct VisionModel {
+    patch: Linear,
+    blocks: Vec<Block>,
+    merger_ln: RmsNorm,
+    merger_fc1: Linear,
+    merger_fc2: Linear,
+    cfg: VisionConfig,
+    inv_freq: Vec<f32>,
+}
+
+/// Token order and attention segments of a batch of images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowPlan {
+    /// Merged-token units in window order.
+    pub window_index: Vec<usize>,
+    /// Patch offsets of the attention windows (deduplicated, starting at 0).
+    pub cu_window: Vec<usize>,
+    /// Patch offsets of whole frames (full attention).
+    pub cu_full: Vec<usize>,
+}
+
+/// HF `get_window_index` plus the full-attention `cu_seqlens`.
+pub fn window_plan(grids: &[[usize; 3]], cfg: &VisionConfig) -> WindowPlan {
+    let ms = cfg.spatial_merge_size;
+    let unit = ms * ms;
+    let vws = cfg.window_size / ms / cfg.patch_size;
+    let mut window_index = Vec::new();
+    let mut cu_window = vec![0usize];
+    let mut cu_full = vec![0usize];
+    let mut offset = 0usize;
+    for &[t, h, w] in grids {
+        let (lh, lw) = (h / ms, w / ms);
+        let nwh = (lh + vws - lh % vws) / vws;
+        let nww = (lw + vws - lw % vws) / vws;
+        for tt in 0..t {
+            for wy in 0..nwh {
+                for wx in 0..nww {
+                    let mut count = 0;
+                    for y in wy * vws..(wy + 1) * vws {
+                        for x in wx * vws..(wx + 1) * vws {
+                            if y < lh && x < lw {
+                                window_index.push(offset + tt * lh * lw + y * lw + x);
+                                count += 1;
+                            }
+                        }
+                    }
+                    let last = cu_window.last().copied().unwrap_or(0);
+                    if count > 0 {
+                        cu_window.push(last + count * unit);
+                    }
+                }
+            }
+            let last = cu_full.last().copied().unwrap_or(0);
+            cu_full.push(last + h * w);
+        }
+        offset += t * lh * lw;
+    }
+    WindowPlan {
+        window_index,
+        cu_window,
+        cu_full,
+    }
+}
+
+impl VisionModel {
+    /// Loads `visual.*`.
+    pub fn load(p: &ParamStore, cfg: &VisionConfig) -> Result<Self> {
+        let hs = cfg.hidden_size;
+        let conv = p.get(
+            "visual.patch_embed.proj.weight",
+            &[
+                hs,
+                cfg.in_channels,
+                cfg.temporal_patch_size,
+                cfg.patch_size,
+                cfg.patch_size,
+            ],
+        )?;
+        let patch = Linear::from_weight(conv.reshape((hs, cfg.patch_dim()))?);
+        let mut blocks = Vec::with_capacity(cfg.depth);
+        for i in 0..cfg.depth {
+            let pre = format!("visual.blocks.{i}");
+            blocks.push(Block {
+                norm1: RmsNorm::load(p, &format!("{pre}.norm1.weight"), hs, 1e-6)?,
+                qkv: Linear::load(p, &format!("{pre}.attn.qkv"), hs, 3 * hs, true)?,
+                proj: Linear::load(p, &format!("{pre}.attn.proj"), hs, hs, true)?,
+                norm2: RmsNorm::load(p, &format!("{pre}.norm2.weight"), hs, 1e-6)?,
+                mlp: GatedMlp::load(p, &format!("{pre}.mlp"), hs, cfg.intermediate_size, true)?,
+            });
+        }
+        let merged = hs * cfg.spatial_merge_size * cfg.spatial_merge_size;
+        let dim = hs / cfg.num_heads / 2;
+        let inv_freq = (0..dim / 2)
+            .map(|i| 1.0f32 / 10_000f32.powf((2 * i) as f32 / dim as f32))
+            .collect();
+        Ok(Self {
+            patch,
+            blocks,
+            merger_ln: RmsNorm::load(p, "visual.merger.ln_q.weight", hs, 1e-6)?,
+            merger_fc1: Linear::load(p, "visual.merger.mlp.0", merged, merged, true)?,
+            merger_fc2: Linear::load(p, "visual.merger.mlp.2", merged, cfg.out_hidden_size, true)?,
+            cfg: cfg.clone(),
+            inv_freq,
+        })
+    }
+
+    /// Image features, one row per language-model image token, images in order:
+    /// (sum of llm_tokens, out_hidden_size).
+    pub fn forward(&self, images: &[PixelValues], device: &Device) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let pd = cfg.patch_dim();
+        let ms = cfg.spatial_merge_size;
+        let unit = ms * ms;
+        let mut grids = Vec::with_capacity(images.len());
+        let mut data = Vec::new();
+        for (n, img) in images.iter().enumerate() {
+            let [t, h, w] = img.grid_thw;
+            if t == 0 || h % ms != 0 || w % ms != 0 || img.data.len() != t * h * w * pd {
+                return Err(PolicyError::Input(format!(
+                    "image {n}: grid_thw {:?} with {} values does not fit patches of {pd} values \
+                     and merge size {ms}",
+                    img.grid_thw,
+                    img.data.len()
+                )));
+            }
+            grids.push(img.grid_thw);
+            data.extend_from_slice(&img.data);
+        }
+        let n_patches = data.len() / pd;
+        let plan = window_plan(&grids, cfg);
+        // Reorder patches into window order (in whole merge units).
+        let mut order = Vec::with_capacity(n_patches);
+        for &u in &plan.window_index {
+            order.extend((u * unit..(u + 1) * unit).map(|x| x as u32));
+        }
+        let order_t = Tensor::from_vec(order.clone(), n_patches, device)?;
+        let x = Tensor::from_vec(data, (n_patches, pd), device)?;
+        let mut h = self.patch.forward(&x)?.index_select(&order_t, 0)?;
+        let (cos, sin) = self.rotary(&grids, &order, device)?;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let cu = if cfg.fullatt_block_indexes.contains(&i) {
+                &plan.cu_full
+            } else {
+                &plan.cu_window
+            };
+            let a = self.attn(blk, &blk.norm1.forward(&h)?, &cos, &sin, cu)?;
+            h = (h + a)?;
+            let m = blk.mlp.forward(&blk.norm2.forward(&h)?)?;
+            h = (h + m)?;
+        }
+        let merged = self
+            .merger_ln
+            .forward(&h)?
+            .reshape((n_patches / unit, cfg.hidden_size * unit))?;
+        let merged = self.merger_fc1.forward(&merged)?.gelu_erf()?;
+        let merged = self.merger_fc2.forward(&merged)?;
+        // Back to the original token order.
+        let mut reverse = vec![0u32; plan.window_index.len()];
+        for (pos, &u) in plan.window_index.iter().enumerate() {
+            reverse[u] = pos as u32;
+        }
+        let reverse = Tensor::from_vec(reverse, plan.window_index.len(), device)?;
+        Ok(merged.index_select(&reverse, 0)?)
+    }
+
+    /// 2-D rotary tables (patches, head_dim) in window order.
+    fn rotary(
+        &self,
+        grids: &[[usize; 3]],
+        order: &[u32],
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let ms = self.cfg.spatial_merge_size;
+        let q = self.inv_freq.len();
+        let hd = 4 * q;
+        let mut pos: Vec<(usize, usize)> = Vec::new();
+        for &[t, h, w] in grids {
+            for _ in 0..t {
+                for bh in 0..h / ms {
+                    for bw in 0..w / ms {
+                        for ih in 0..ms {
+                            for iw in 0..ms {
+                                pos.push((bh * ms + ih, bw * ms + iw));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut cos = Vec::with_capacity(order.len() * hd);
+        let mut sin = Vec::with_capacity(order.len() * hd);
+        for &o in order {
+            let (ph, pw) = pos[o as usize];
+            let start = cos.len();
+            for &p in &[ph, pw] {
+                for &f in &self.inv_freq {
+                    let ang = p as f32 * f;
+                    cos.push(ang.cos());
+                    sin.push(ang.sin());
+                }
+            }
+            cos.extend_from_within(start..start + 2 * q);
+            sin.extend_from_within(start..start + 2 * q);
+        }
+        let n = order.len();
+        Ok((
+            Tensor::from_vec(cos, (n, 1, hd), device)?,
+            Tensor::from_vec(sin, (n, 1, hd), device)?,
+        ))
+    }
+
+    fn attn(
+        &self,
+        blk: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cu: &[usize],
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let heads = self.cfg.num_heads;
+        let hd = self.cfg.hidden_size / heads;
+        let qkv = blk.qkv.forward(x)?.reshape((n, 3, heads, hd))?;
+        let q = apply_rotary(&qkv.narrow(1, 0, 1)?.squeeze(1)?, cos, sin)?;
+        let k = apply_rotary(&qkv.narrow(1, 1, 1)?.squeeze(1)?, cos, sin)?;
+        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
+        let mut outs = Vec::with_capacity(cu.len());
+        for w in cu.windows(2) {
+            let (s, len) = (w[0], w[1] - w[0]);
+            let seg = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.narrow(0, s, len)?.transpose(0, 1)?.unsqueeze(0)?)
+            };
+            let o = attention(&seg(&q)?, &seg(&k)?, &seg(&v)?, None)?;
+            outs.push(o.squeeze(0)?.transpose(0, 1)?);
+        }
+        let out = Tensor::cat(&outs, 0)?.reshape((n, heads * hd))?;
+        blk.proj.forward(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VisionConfig {
+        VisionConfig {
+            depth: 1,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_heads: 2,
+            out_hidden_size: 64,
+            patch_size: 14,
+            temporal_patch_size: 2,
+            spatial_merge_size: 2,
+            window_size: 112,
+            fullatt_block_indexes: vec![],
+            in_channels: 3,
+            tokens_per_second: 2.0,
+        }
+    }
+
+    #[test]
+    fn window_plan_matches_hf_layout() {
+        // 12x20 patches -> 6x10 merged tokens, windows of 4x4 merged tokens: 2 x 3 windows.
+        let plan = window_plan(&[[1, 12, 20]], &cfg());
+        assert_eq!(plan.window_index.len(), 60);
+        // First window: rows 0..4, cols 0..4 of the 6x10 grid.
+        assert_eq!(&plan.window_index[..5], &[0, 1, 2, 3, 10]);
+        // Window sizes in patches: (4x4, 4x4, 4x2, 2x4, 2x4, 2x2) merged tokens times 4.
+        let sizes: Vec<usize> = plan.cu_window.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(sizes, vec![64, 64, 32, 32, 32, 16]);
+        assert_eq!(plan.cu_full, vec![0, 240]);
+        let mut sorted = plan.window_index.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..60).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn window_plan_offsets_second_image() {
+        let plan = window_plan(&[[1, 4, 4], [1, 2, 2]], &cfg());
+        assert_eq!(plan.window_index, vec![0, 1, 2, 3, 4]);
+        assert_eq!(plan.cu_window, vec![0, 16, 20]);
+        assert_eq!(plan.cu_full, vec![0, 16, 20]);
+    }
+}
