@@ -143,6 +143,7 @@ fn cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
 }
 
 #[test]
+#[allow(clippy::print_stderr)]
 fn log_probs_match_transformers_unpadded_and_batched() -> TestResult {
     let cases = cases()?;
     for model_name in ["tiny-qwen2", "tiny-qwen2_5_vl"] {
