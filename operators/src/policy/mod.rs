@@ -7,3 +7,10 @@ pub use error::{PolicyError, Result};
 pub mod config;
 
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
+pub mod loss;
+pub mod optim;
+
+pub use loss::{
+    KlConfig, KlPenalty, PpoConfig, PpoTerms, kl_penalty, kl_penalty_full, masked_mean, ppo_loss,
+};
+pub use optim::{GradAccumulator, OptimConfig, OptimState, Optimizer, StepStats, VarState};
