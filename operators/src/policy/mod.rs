@@ -1,22 +1,33 @@
 //! The policy model: Hugging Face checkpoints of Qwen2.5-VL and Qwen2/Qwen2.5 loaded into candle,
 //! scored differentiably, sampled with a KV cache, trained with the PPO objective and saved back.
+//!
+//! - [`config`]: `config.json` (flat Hub layout and transformers-5 nested layout).
+//! - [`weights`]: safetensors (single or sharded), trainable / frozen parameters, saving.
+//! - [`text`], [`vision`], [`layers`]: the Qwen2 decoder and the Qwen2.5-VL vision tower, written
+//!   with differentiable candle ops only.
+//! - [`model`]: [`PolicyModel`]: scoring (per-token log-probs, entropy), sampling with a KV
+//!   cache, multimodal rotary positions.
+//! - [`loss`], [`optim`]: the clipped PPO objective with KL penalties; AdamW with global
+//!   grad-norm clipping and gradient accumulation.
 
-pub mod error;
-
-pub use error::{PolicyError, Result};
 pub mod config;
-
-pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
-pub mod weights;
-
-pub use weights::ParamStore;
+pub mod error;
 pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod optim;
 pub mod text;
 pub mod vision;
+pub mod weights;
 
-pub use vision::PixelValues;
-pub mod model;
-
+pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
+pub use error::{PolicyError, Result};
+pub use loss::{
+    KlConfig, KlPenalty, PpoConfig, PpoTerms, kl_penalty, kl_penalty_full, masked_mean, ppo_loss,
+};
 pub use model::{
     Generation, LoadOptions, PolicyModel, SamplingParams, ScoreOptions, Scores, Sequence,
 };
+pub use optim::{GradAccumulator, OptimConfig, OptimState, Optimizer, StepStats, VarState};
+pub use vision::PixelValues;
+pub use weights::ParamStore;
