@@ -106,7 +106,9 @@ fn advantages(n: usize) -> Result<Tensor, candle_core::Error> {
 
 /// The fixed training run: `steps` PPO steps (old log-probs from the start) with AdamW.
 /// Returns the model and the surrogate `-mean(adv * logp)` before and after.
-fn train(steps: usize) -> Result<(PolicyModel, f32, f32, Vec<f32>), Box<dyn std::error::Error>> {
+type Trained = (PolicyModel, f32, f32, Vec<f32>);
+
+fn train(steps: usize) -> Result<Trained, Box<dyn std::error::Error>> {
     let model = PolicyModel::load(
         &golden_dir().join("tiny-qwen2_5_vl"),
         &Device::Cpu,
