@@ -20,6 +20,7 @@ pub mod text;
 pub mod vision;
 pub mod weights;
 
+pub use candle_core as candle;
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
 pub use error::{PolicyError, Result};
 pub use loss::{
