@@ -7,3 +7,14 @@ pub use error::{PolicyError, Result};
 pub mod config;
 
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
+
+pub mod chat;
+pub mod image;
+pub mod processor;
+mod pyfmt;
+pub mod resample;
+
+pub use chat::ChatTemplate;
+pub use image::{ImageProcessor, PixelValues};
+pub use processor::{Processor, Prompt};
+pub use resample::{Filter, PassOrder};
