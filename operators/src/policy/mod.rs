@@ -3,6 +3,9 @@
 //!
 //! - [`config`]: `config.json` (flat Hub layout and transformers-5 nested layout).
 //! - [`weights`]: safetensors (single or sharded), trainable / frozen parameters, saving.
+//! - [`processor`], [`chat`], [`image`], [`resample`]: the input side: tokenizer, chat template
+//!   (minijinja, as transformers renders it), the Qwen2-VL image processor with Pillow-exact
+//!   resizing, image-placeholder expansion.
 //! - [`text`], [`vision`], [`layers`]: the Qwen2 decoder and the Qwen2.5-VL vision tower, written
 //!   with differentiable candle ops only.
 //! - [`model`]: [`PolicyModel`]: scoring (per-token log-probs, entropy), sampling with a KV
@@ -10,19 +13,26 @@
 //! - [`loss`], [`optim`]: the clipped PPO objective with KL penalties; AdamW with global
 //!   grad-norm clipping and gradient accumulation.
 
+pub mod chat;
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod processor;
+mod pyfmt;
+pub mod resample;
 pub mod text;
 pub mod vision;
 pub mod weights;
 
 pub use candle_core as candle;
+pub use chat::ChatTemplate;
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
 pub use error::{PolicyError, Result};
+pub use image::{ImageProcessor, PixelValues};
 pub use loss::{
     KlConfig, KlPenalty, PpoConfig, PpoTerms, kl_penalty, kl_penalty_full, masked_mean, ppo_loss,
 };
@@ -30,5 +40,6 @@ pub use model::{
     Generation, LoadOptions, PolicyModel, SamplingParams, ScoreOptions, Scores, Sequence,
 };
 pub use optim::{GradAccumulator, OptimConfig, OptimState, Optimizer, StepStats, VarState};
-pub use vision::PixelValues;
+pub use processor::{Processor, Prompt};
+pub use resample::{Filter, PassOrder};
 pub use weights::ParamStore;

@@ -10,8 +10,9 @@ use shareflow_runtime::rng::DetRng;
 
 use super::config::{Architecture, ModelConfig};
 use super::error::{PolicyError, Result};
+use super::image::PixelValues;
 use super::text::{KvCache, Pos3, TextModel, causal_mask};
-use super::vision::{PixelValues, VisionModel};
+use super::vision::VisionModel;
 use super::weights::ParamStore;
 
 /// Which parameters get gradients.

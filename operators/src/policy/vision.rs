@@ -7,24 +7,9 @@ use candle_core::{Device, Tensor};
 
 use super::config::VisionConfig;
 use super::error::{PolicyError, Result};
+use super::image::PixelValues;
 use super::layers::{GatedMlp, Linear, RmsNorm, apply_rotary, attention};
 use super::weights::ParamStore;
-
-/// Flattened patches of one image or video, as the HF Qwen2-VL image processor lays them out:
-/// `grid_t * grid_h * grid_w` rows of `channels * temporal_patch * patch * patch` values, each
-/// consecutive group of `merge^2` rows one merged token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PixelValues {
-    pub data: Vec<f32>,
-    pub grid_thw: [usize; 3],
-}
-
-impl PixelValues {
-    /// Number of language-model tokens this image becomes.
-    pub fn llm_tokens(&self, merge: usize) -> usize {
-        self.grid_thw[0] * self.grid_thw[1] * self.grid_thw[2] / (merge * merge).max(1)
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Block {
