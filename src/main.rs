@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use shareflow::graphs::Estimator;
+use shareflow::operators::policy::candle::Device;
+use shareflow::operators::policy::{LoadOptions, Policy, SamplingParams, load_image};
 use shareflow::operators::{RewardRule, StdConvention};
 use shareflow::runtime::ClusterConfig;
 use shareflow::tools::{ToolError, advantages, jsonl, score};
@@ -34,6 +36,61 @@ enum Command {
     /// Rewards of responses: JSON lines {response, ground_truth} in, {overall, format, accuracy,
     /// extracted} out, in input order.
     Score(ScoreCmd),
+    /// Per-token log-probs of a response under a Hugging Face checkpoint: prints JSON
+    /// {"tokens", "token_ids", "logprobs"} for the response tokens.
+    Logprobs(LogprobsCmd),
+    /// Sample responses to a question (with images) from a Hugging Face checkpoint.
+    Generate(GenerateCmd),
+}
+
+#[derive(Debug, Args)]
+struct LogprobsCmd {
+    /// Checkpoint directory (config.json, *.safetensors, tokenizer.json, chat template, ...).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file for the question; repeat for several (they precede the question).
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The user's question; the chat template with the generation prompt wraps it.
+    #[arg(long)]
+    question: String,
+    /// The response, tokenized without special tokens.
+    #[arg(long)]
+    response: String,
+}
+
+#[derive(Debug, Args)]
+struct GenerateCmd {
+    /// Checkpoint directory (config.json, *.safetensors, tokenizer.json, chat template, ...).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file for the question; repeat for several (they precede the question).
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The user's question.
+    #[arg(long)]
+    question: String,
+    /// Number of responses.
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Keep only the k most likely tokens (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Maximum new tokens per response.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Random seed (response i uses stream (seed, i)).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object per response (text, token ids, sampler log-probs, finish reason).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -204,8 +261,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 write_lines(cmd.output.as_ref(), &to_json(&outputs)?)?;
             }
         }
+        Command::Logprobs(cmd) => {
+            let images = load_images(&cmd.images)?;
+            let policy = load_policy(&cmd.model)?;
+            let r = policy.log_probs(&cmd.question, &images, &cmd.response)?;
+            let out = serde_json::json!({
+                "tokens": r.tokens,
+                "token_ids": r.token_ids,
+                "logprobs": r.log_probs,
+            });
+            write_lines(None, &[out.to_string()])?;
+        }
+        Command::Generate(cmd) => {
+            if cmd.n == 0 {
+                anyhow::bail!("--n must be at least 1");
+            }
+            let images = load_images(&cmd.images)?;
+            let policy = load_policy(&cmd.model)?;
+            let params = SamplingParams {
+                temperature: cmd.temperature,
+                top_p: cmd.top_p,
+                top_k: cmd.top_k,
+                max_new_tokens: cmd.max_new_tokens,
+                stop: Vec::new(),
+            };
+            let responses = policy.generate(&cmd.question, &images, cmd.n, &params, cmd.seed)?;
+            let mut lines = Vec::new();
+            for (i, r) in responses.iter().enumerate() {
+                let finish = if r.generation.stopped {
+                    "stop"
+                } else {
+                    "length"
+                };
+                if cmd.json {
+                    lines.push(
+                        serde_json::json!({
+                            "index": i,
+                            "text": r.text,
+                            "token_ids": r.generation.tokens,
+                            "logprobs": r.generation.log_probs,
+                            "finish_reason": finish,
+                            "policy_version": r.generation.policy_version,
+                        })
+                        .to_string(),
+                    );
+                } else {
+                    lines.push(format!(
+                        "--- response {i} ({} tokens, {finish}) ---",
+                        r.generation.tokens.len()
+                    ));
+                    lines.push(r.text.clone());
+                }
+            }
+            write_lines(None, &lines)?;
+        }
     }
     Ok(())
+}
+
+fn load_images(paths: &[PathBuf]) -> anyhow::Result<Vec<image::DynamicImage>> {
+    paths
+        .iter()
+        .map(|p| load_image(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn load_policy(dir: &std::path::Path) -> anyhow::Result<Policy> {
+    let opts = LoadOptions {
+        trainable: false,
+        freeze_vision: false,
+    };
+    Policy::load(dir, &Device::Cpu, opts)
+        .with_context(|| format!("loading the checkpoint {}", dir.display()))
 }
 
 #[allow(clippy::print_stderr)]

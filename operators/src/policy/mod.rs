@@ -21,6 +21,7 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod pretrained;
 pub mod processor;
 mod pyfmt;
 pub mod resample;
@@ -40,6 +41,7 @@ pub use model::{
     Generation, LoadOptions, PolicyModel, SamplingParams, ScoreOptions, Scores, Sequence,
 };
 pub use optim::{GradAccumulator, OptimConfig, OptimState, Optimizer, StepStats, VarState};
+pub use pretrained::{Policy, Response, ResponseLogProbs, load_image};
 pub use processor::{Processor, Prompt};
 pub use resample::{Filter, PassOrder};
 pub use weights::ParamStore;
