@@ -22,13 +22,15 @@ use shareflow::operators::policy::{
 use shareflow::runtime::DetRng;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+/// Text-only prompts, and prompts with their one image.
+type Prompts = (Vec<Vec<u32>>, Vec<(Vec<u32>, PixelValues)>);
 
 fn golden() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/policy")
 }
 
 /// (prompt ids, images) of the fixture's Qwen2.5-VL cases with at most one image.
-fn prompts() -> Res<(Vec<Vec<u32>>, Vec<(Vec<u32>, PixelValues)>)> {
+fn prompts() -> Res<Prompts> {
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(golden().join("cases.json"))?)?;
     let all = shareflow::operators::policy::candle::safetensors::load(
