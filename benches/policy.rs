@@ -181,6 +181,7 @@ fn main() -> Res<()> {
     let adv = Tensor::from_vec(adv, (48, 1), &Device::Cpu)?;
     let mut opt = Optimizer::new(model.trainable_vars(), OptimConfig::default())?;
     let mut times = Vec::new();
+    let mut phases = [0.0f64; 3];
     for r in 0..=repeats {
         let t0 = Instant::now();
         let s = model.score(&seqs, &ScoreOptions::default())?;
@@ -191,9 +192,14 @@ fn main() -> Res<()> {
             .sum_all()?
             .neg()?
             / s.mask.sum_all()?.to_scalar::<f32>()? as f64)?;
+        let t1 = Instant::now();
         let grads = loss.backward()?;
+        let t2 = Instant::now();
         opt.step(&grads)?;
         let dt = t0.elapsed().as_secs_f64();
+        phases[0] += (t1 - t0).as_secs_f64();
+        phases[1] += (t2 - t1).as_secs_f64();
+        phases[2] += t2.elapsed().as_secs_f64();
         if r > 0 {
             times.push(dt);
         }
@@ -203,6 +209,13 @@ fn main() -> Res<()> {
         "train step: 48 rows (16 with an image), {:.1} tokens/row: {:.4} s median per step",
         tokens as f64 / 48.0,
         median(times)
+    );
+    let runs = (repeats + 1) as f64;
+    println!(
+        "  of which forward {:.4} s, backward {:.4} s, AdamW {:.4} s (means)",
+        phases[0] / runs,
+        phases[1] / runs,
+        phases[2] / runs
     );
     Ok(())
 }

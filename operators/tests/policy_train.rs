@@ -4,7 +4,7 @@
 //! step is committed as `roundtrip_after_step.json`) with the same log-probs.
 //!
 //! To regenerate that golden after changing the step below:
-//!     SHAREFLOW_ROUNDTRIP_OUT=/tmp/rt cargo test -p shareflow-operators --test policy_train
+//!     SHAREFLOW_ROUNDTRIP_OUT=/tmp/rt cargo test -p shareflow-operators --test policy_train  # (fails until the golden is rewritten)
 //!     python3 tests/golden/policy/roundtrip.py /tmp/rt > tests/golden/policy/roundtrip_after_step.json
 
 use std::collections::HashMap;
@@ -108,7 +108,7 @@ fn advantages(n: usize) -> Result<Tensor, candle_core::Error> {
 /// Returns the model and the surrogate `-mean(adv * logp)` before and after.
 type Trained = (PolicyModel, f32, f32, Vec<f32>);
 
-fn train(steps: usize) -> Result<Trained, Box<dyn std::error::Error>> {
+fn train(steps: usize, cfg: OptimConfig) -> Result<Trained, Box<dyn std::error::Error>> {
     let model = PolicyModel::load(
         &golden_dir().join("tiny-qwen2_5_vl"),
         &Device::Cpu,
@@ -125,10 +125,6 @@ fn train(steps: usize) -> Result<Trained, Box<dyn std::error::Error>> {
         (w.sum_all()?.neg()? / mask.sum_all()?.to_scalar::<f32>()? as f64)?.to_scalar::<f32>()
     };
     let before = surrogate(&old, &first.mask)?;
-    let cfg = OptimConfig {
-        lr: 1e-3,
-        ..OptimConfig::default()
-    };
     let mut opt = Optimizer::new(model.trainable_vars(), cfg)?;
     let ppo = PpoConfig::default();
     let mut norms = Vec::new();
@@ -150,7 +146,11 @@ fn optimizer_steps_lower_the_objective_and_change_parameters() -> TestResult {
         &Device::Cpu,
         LoadOptions::default(),
     )?;
-    let (model, before, after, norms) = train(4)?;
+    let cfg = OptimConfig {
+        lr: 1e-3,
+        ..OptimConfig::default()
+    };
+    let (model, before, after, norms) = train(4, cfg)?;
     assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
     assert!(after < before - 1e-3, "surrogate {before} -> {after}");
     let init: HashMap<&str, &Tensor> = initial.params().tensors().collect();
@@ -172,7 +172,16 @@ fn optimizer_steps_lower_the_objective_and_change_parameters() -> TestResult {
 
 #[test]
 fn saved_checkpoint_reloads_with_the_same_log_probs() -> TestResult {
-    let (model, _, _, _) = train(1)?;
+    // eps = 1 makes the AdamW step proportional to the gradient (no sign amplification of
+    // near-zero gradients), so float rounding cannot move the weights this golden was made from.
+    let cfg = OptimConfig {
+        lr: 0.05,
+        eps: 1.0,
+        weight_decay: 0.0,
+        max_grad_norm: None,
+        ..OptimConfig::default()
+    };
+    let (model, _, _, _) = train(1, cfg)?;
     let tmp = std::env::temp_dir().join(format!("shareflow-rt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;

@@ -4,6 +4,7 @@
 use candle_core::{D, DType, Tensor};
 
 use super::error::Result;
+use super::kernels::{self, AttnMask};
 use super::weights::ParamStore;
 
 /// `y = x W^T + b` over the last dimension of `x` (any leading dimensions).
@@ -69,9 +70,7 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (var + self.eps)?.sqrt()?.recip()?;
-        Ok(x.broadcast_mul(&inv)?.broadcast_mul(&self.w)?)
+        Ok(kernels::rms_norm(x, &self.w, self.eps)?)
     }
 }
 
@@ -89,15 +88,12 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 }
 
 /// Scaled dot-product attention over (batch, heads, len, head_dim) with an optional additive
-/// mask broadcastable to (batch, heads, q_len, k_len); softmax in f32.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// mask shared by the heads; softmax in f32.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttnMask>) -> Result<Tensor> {
     let d = q.dim(D::Minus1)?;
     let scale = 1.0 / (d as f64).sqrt();
-    let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-    if let Some(m) = mask {
-        scores = scores.broadcast_add(m)?;
-    }
-    let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?;
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    let probs = kernels::masked_softmax(&scores.to_dtype(DType::F32)?, scale, mask)?;
     Ok(probs.matmul(&v.contiguous()?)?)
 }
 

@@ -17,6 +17,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod image;
+pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod model;

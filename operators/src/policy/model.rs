@@ -357,7 +357,7 @@ impl PolicyModel {
         let images: Vec<&[PixelValues]> = batch.iter().map(|s| s.images).collect();
         let x = self.embed_rows(&rows, &images)?;
         let rope = self.text.rope_tables(&positions, &device)?;
-        let mask = causal_mask(&valid, l, &device)?;
+        let mask = causal_mask(&valid, l);
         let h = self.text.forward(&x, &rope, Some(&mask), None)?;
         let b = batch.len();
         let t = lengths.iter().copied().max().unwrap_or(0);
@@ -456,7 +456,7 @@ impl PolicyModel {
         let images: Vec<&[PixelValues]> = prompts.iter().map(|(_, i)| *i).collect();
         let x = self.embed_rows(&rows, &images)?;
         let rope = self.text.rope_tables(&positions, &device)?;
-        let mask = causal_mask(&valid, lp, &device)?;
+        let mask = causal_mask(&valid, lp);
         let mut cache = KvCache::default();
         let h = self
             .text
@@ -504,7 +504,7 @@ impl PolicyModel {
             let ids = Tensor::from_vec(feed, (b, 1), &device)?;
             let x = self.text.embed(&ids)?;
             let rope = self.text.rope_tables(&pos, &device)?;
-            let mask = causal_mask(&valid, 1, &device)?;
+            let mask = causal_mask(&valid, 1);
             let h = self
                 .text
                 .forward(&x, &rope, Some(&mask), Some(&mut cache))?;

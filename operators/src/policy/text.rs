@@ -10,6 +10,7 @@ use candle_core::{D, Device, Tensor};
 
 use super::config::TextConfig;
 use super::error::{PolicyError, Result};
+use super::kernels::AttnMask;
 use super::layers::{GatedMlp, Linear, RmsNorm, apply_rotary, attention};
 use super::weights::ParamStore;
 
@@ -231,7 +232,7 @@ impl TextModel {
         &self,
         x: &Tensor,
         rope: &RopeTables,
-        mask: Option<&Tensor>,
+        mask: Option<&AttnMask>,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let mut h = x.clone();
@@ -261,7 +262,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rope: &RopeTables,
-        mask: Option<&Tensor>,
+        mask: Option<&AttnMask>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
@@ -304,9 +305,10 @@ impl Attention {
     }
 }
 
-/// Additive attention mask (batch, 1, q_len, past + q_len): causal, and key positions whose
-/// `valid` flag is false are masked. `valid` has one row per sequence of length past + q_len.
-pub fn causal_mask(valid: &[Vec<bool>], q_len: usize, device: &Device) -> Result<Tensor> {
+/// Additive attention mask (batch, q_len, past + q_len) shared by the heads: causal, and key
+/// positions whose `valid` flag is false are masked. `valid` has one row per sequence of length
+/// past + q_len.
+pub fn causal_mask(valid: &[Vec<bool>], q_len: usize) -> AttnMask {
     const NEG: f32 = -1e30;
     let b = valid.len();
     let k_len = valid.first().map_or(0, Vec::len);
@@ -319,7 +321,12 @@ pub fn causal_mask(valid: &[Vec<bool>], q_len: usize, device: &Device) -> Result
             }
         }
     }
-    Ok(Tensor::from_vec(m, (b, 1, q_len, k_len), device)?)
+    AttnMask {
+        batch: b,
+        q_len,
+        k_len,
+        add: std::sync::Arc::new(m),
+    }
 }
 
 /// Log-softmax of logits over the vocabulary (last dim), differentiable.
