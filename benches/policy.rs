@@ -2,7 +2,7 @@
 //! `tests/golden/policy/bench_torch.py` (PyTorch eager, 2 threads) so the two can be set side by
 //! side in BENCHMARKS.md. Prints figures; not a timed test.
 //!
-//!     RAYON_NUM_THREADS=2 cargo bench --bench policy [-- REPEATS]
+//!     RAYON_NUM_THREADS=2 cargo bench --bench policy [-- REPEATS] [rollout|train]
 //!
 //! (a) rollout: one left-padded batch of 24 prompts (16 text-only, 8 with one image), 64 sampled
 //!     tokens each (temperature 1, top_p 0.99, no stop token) -> generated tokens/s;
@@ -20,6 +20,11 @@ use shareflow::operators::policy::{
     Sequence,
 };
 use shareflow::runtime::DetRng;
+
+/// The CLI's allocator (see `src/main.rs`): glibc malloc unmaps and re-faults large tensor
+/// buffers, which costs more than the arithmetic on this model.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// Text-only prompts, and prompts with their one image.
@@ -94,63 +99,72 @@ fn main() -> Res<()> {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a == "rollout" || a == "train");
+    let run = |what: &str| only.as_deref().is_none_or(|o| o == what);
     let dir = golden().join("tiny-qwen2_5_vl");
     let (text, with_image) = prompts()?;
     let no_images: Vec<PixelValues> = Vec::new();
 
     // (a) rollout.
-    let model = PolicyModel::load(
-        &dir,
-        &Device::Cpu,
-        LoadOptions {
-            trainable: false,
-            freeze_vision: false,
-        },
-    )?;
-    let mut batch: Vec<(Vec<u32>, Vec<PixelValues>)> = Vec::new();
-    let (mut ti, mut ii) = (0, 0);
-    for i in 0..24 {
-        if i % 3 == 2 {
-            let (ids, p) = &with_image[ii % with_image.len()];
-            batch.push((ids.clone(), vec![p.clone()]));
-            ii += 1;
-        } else {
-            batch.push((text[ti % text.len()].clone(), no_images.clone()));
-            ti += 1;
+    if run("rollout") {
+        let model = PolicyModel::load(
+            &dir,
+            &Device::Cpu,
+            LoadOptions {
+                trainable: false,
+                freeze_vision: false,
+            },
+        )?;
+        let mut batch: Vec<(Vec<u32>, Vec<PixelValues>)> = Vec::new();
+        let (mut ti, mut ii) = (0, 0);
+        for i in 0..24 {
+            if i % 3 == 2 {
+                let (ids, p) = &with_image[ii % with_image.len()];
+                batch.push((ids.clone(), vec![p.clone()]));
+                ii += 1;
+            } else {
+                batch.push((text[ti % text.len()].clone(), no_images.clone()));
+                ti += 1;
+            }
         }
-    }
-    let refs: Vec<(&[u32], &[PixelValues])> = batch
-        .iter()
-        .map(|(a, b)| (a.as_slice(), b.as_slice()))
-        .collect();
-    let params = SamplingParams {
-        temperature: 1.0,
-        top_p: 0.99,
-        top_k: 0,
-        max_new_tokens: 64,
-        stop: Vec::new(),
-    };
-    let mut times = Vec::new();
-    for r in 0..=repeats {
-        let mut rngs: Vec<DetRng> = (0..refs.len())
-            .map(|i| DetRng::derive(1, r as u64, "bench", i as u64))
+        let refs: Vec<(&[u32], &[PixelValues])> = batch
+            .iter()
+            .map(|(a, b)| (a.as_slice(), b.as_slice()))
             .collect();
-        let t0 = Instant::now();
-        let out = model.generate(&refs, &params, &mut rngs)?;
-        let dt = t0.elapsed().as_secs_f64();
-        assert!(out.iter().all(|g| g.tokens.len() == 64));
-        if r > 0 {
-            times.push(dt);
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.99,
+            top_k: 0,
+            max_new_tokens: 64,
+            stop: Vec::new(),
+        };
+        let mut times = Vec::new();
+        for r in 0..=repeats {
+            let mut rngs: Vec<DetRng> = (0..refs.len())
+                .map(|i| DetRng::derive(1, r as u64, "bench", i as u64))
+                .collect();
+            let t0 = Instant::now();
+            let out = model.generate(&refs, &params, &mut rngs)?;
+            let dt = t0.elapsed().as_secs_f64();
+            assert!(out.iter().all(|g| g.tokens.len() == 64));
+            if r > 0 {
+                times.push(dt);
+            }
         }
+        let med = median(times);
+        println!(
+            "rollout: batch 24 (8 with an image), 64 new tokens: {:.4} s median, {:.0} generated tokens/s",
+            med,
+            24.0 * 64.0 / med
+        );
     }
-    let med = median(times);
-    println!(
-        "rollout: batch 24 (8 with an image), 64 new tokens: {:.4} s median, {:.0} generated tokens/s",
-        med,
-        24.0 * 64.0 / med
-    );
 
     // (b) training step.
+    if !run("train") {
+        return Ok(());
+    }
     let model = PolicyModel::load(&dir, &Device::Cpu, LoadOptions::default())?;
     let mut rng = DetRng::from_seed(7);
     let mut rows: Vec<(Vec<u32>, usize, Vec<PixelValues>)> = Vec::new();

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
+/// Additive mask values at or below this mean "masked".
+pub const MASKED: f32 = -1e29;
+
 /// Rows at least this many elements in total are split across threads.
 const PAR_MIN: usize = 1 << 16;
 
@@ -20,25 +23,30 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a
     }
 }
 
-/// Runs `f(row_index, out_row)` over rows of `out` (row length `n`), on the candle thread count.
+/// Runs `f(row_index, out_row)` over rows of `out` (row length `n`) on candle's own CPU thread
+/// pool (the one its matmuls use: another pool would fight its spinning workers for the cores),
+/// when the work is large enough to pay for it.
 fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let threads = candle_core::utils::get_num_threads().max(1);
-    if threads == 1 || out.len() < PAR_MIN || n == 0 {
-        for (r, row) in out.chunks_mut(n.max(1)).enumerate() {
+    let n = n.max(1);
+    let pool = candle_core::utils::barrier_pool();
+    let threads = pool.n_workers() + 1;
+    if threads == 1 || out.len() < PAR_MIN {
+        for (r, row) in out.chunks_mut(n).enumerate() {
             f(r, row);
         }
         return;
     }
     let rows = out.len() / n;
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (c, chunk) in out.chunks_mut(per * n).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (i, row) in chunk.chunks_mut(n).enumerate() {
-                    f(c * per + i, row);
-                }
-            });
+    let per = rows.div_ceil(threads).max(1);
+    let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
+        out.chunks_mut(per * n).map(std::sync::Mutex::new).collect();
+    pool.execute(|tid| {
+        if let Some(chunk) = chunks.get(tid)
+            && let Ok(mut chunk) = chunk.lock()
+        {
+            for (i, row) in chunk.chunks_mut(n).enumerate() {
+                f(tid * per + i, row);
+            }
         }
     });
 }
@@ -52,12 +60,12 @@ pub struct AttnMask {
     pub add: Arc<Vec<f32>>,
 }
 
-/// `softmax(scale * x + mask)` over the last dim of x (batch, heads, q_len, k_len).
+/// `softmax(scale * x + mask)` over the last dim of x, whose rows are (batch, any groups of
+/// heads, q_len) in that order: row r reads mask row (r / rows_per_batch, r % q_len).
 #[derive(Debug, Clone)]
 struct MaskedSoftmax {
     scale: f32,
     mask: Option<AttnMask>,
-    heads: usize,
 }
 
 impl CustomOp1 for MaskedSoftmax {
@@ -69,33 +77,58 @@ impl CustomOp1 for MaskedSoftmax {
         let x = slice(s, l, self.name())?;
         let dims = l.dims();
         let k = dims.last().copied().unwrap_or(1);
-        let q = if dims.len() >= 2 {
-            dims[dims.len() - 2]
-        } else {
-            1
-        };
-        if let Some(m) = &self.mask
-            && (m.q_len != q || m.k_len != k || x.len() != m.batch * self.heads * q * k)
-        {
-            candle_core::bail!("masked softmax: mask {m:?} does not fit scores {dims:?}");
+        let rows = x.len() / k.max(1);
+        let mut per_batch = rows;
+        if let Some(m) = &self.mask {
+            per_batch = rows / m.batch.max(1);
+            if m.k_len != k
+                || m.q_len == 0
+                || per_batch * m.batch != rows
+                || per_batch % m.q_len != 0
+            {
+                candle_core::bail!(
+                    "masked softmax: mask ({}, {}, {}) does not fit scores {dims:?}",
+                    m.batch,
+                    m.q_len,
+                    m.k_len
+                );
+            }
         }
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, k, |r, row| {
             let xr = &x[r * k..(r + 1) * k];
             let madd = self.mask.as_ref().map(|m| {
-                let b = r / (self.heads * q);
-                let qi = r % q;
-                &m.add[(b * q + qi) * k..(b * q + qi + 1) * k]
+                let b = r / per_batch;
+                let qi = (r % per_batch) % m.q_len;
+                &m.add[(b * m.q_len + qi) * k..(b * m.q_len + qi + 1) * k]
             });
+            // Masked keys (additive <= MASKED) get probability 0 without an exp (exp of -1e30
+            // takes libm's slow underflow path); a row with every key masked stays uniform, as
+            // the composed softmax leaves it.
             let mut max = f32::NEG_INFINITY;
+            let mut open = 0usize;
             for j in 0..k {
-                let v = xr[j] * self.scale + madd.map_or(0.0, |m| m[j]);
-                row[j] = v;
-                max = max.max(v);
+                let m = madd.map_or(0.0, |m| m[j]);
+                if m <= MASKED {
+                    row[j] = f32::NEG_INFINITY;
+                } else {
+                    let v = xr[j] * self.scale + m;
+                    row[j] = v;
+                    max = max.max(v);
+                    open += 1;
+                }
+            }
+            if open == 0 {
+                row.fill(1.0 / k as f32);
+                return;
             }
             let mut sum = 0f32;
             for v in row.iter_mut() {
-                *v = (*v - max).exp();
+                *v = if *v == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (*v - max).exp()
+                };
                 sum += *v;
             }
             let inv = 1.0 / sum;
@@ -154,29 +187,115 @@ impl CustomOp2 for SoftmaxBwd {
 }
 
 /// Attention probabilities `softmax(scale * scores + mask)` with a backward pass; `scores` is
-/// (batch, heads, q_len, k_len) f32.
+/// (batch, groups, rows, k_len) f32 where each group's rows repeat the q_len queries
+/// (grouped-query attention stacks the query heads of one key head as rows).
 pub fn masked_softmax(
     scores: &Tensor,
     scale: f64,
     mask: Option<&AttnMask>,
 ) -> candle_core::Result<Tensor> {
-    let heads = if scores.rank() == 4 {
-        scores.dim(1)?
-    } else {
-        1
-    };
     if !scores.device().is_cpu() || scores.dtype() != DType::F32 {
         let mut s = (scores * scale)?;
         if let Some(m) = mask {
-            let t = Tensor::from_slice(&m.add, (m.batch, 1, m.q_len, m.k_len), scores.device())?;
-            s = s.broadcast_add(&t)?;
+            let (b, g, rows, k) = s.dims4()?;
+            let t = Tensor::from_slice(&m.add, (m.batch, 1, 1, m.q_len, m.k_len), scores.device())?;
+            s = s
+                .reshape((b, g, rows / m.q_len, m.q_len, k))?
+                .broadcast_add(&t)?
+                .reshape((b, g, rows, k))?;
         }
         return candle_nn::ops::softmax(&s, candle_core::D::Minus1);
     }
     scores.contiguous()?.apply_op1(MaskedSoftmax {
         scale: scale as f32,
         mask: mask.cloned(),
-        heads,
+    })
+}
+
+/// Rotary tables for [`rope`]: `cos`/`sin` rows of `dim` values for each (batch, position).
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    pub batch: usize,
+    pub len: usize,
+    pub dim: usize,
+    pub cos: Arc<Vec<f32>>,
+    pub sin: Arc<Vec<f32>>,
+}
+
+/// `x * cos + rotate_half(x) * sin` on x (batch, len, heads, dim).
+#[derive(Debug, Clone)]
+struct RopeOp {
+    table: RopeTable,
+    /// Backward pass: rotate by -sin (cos/sin halves are duplicated, so R^T(sin g) = -R(sin g)
+    /// = -(R(g) sin)).
+    negate_sin: bool,
+}
+
+impl CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        "shareflow-rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let t = &self.table;
+        let d = t.dim;
+        let half = d / 2;
+        let dims = l.dims();
+        if dims.len() != 4 || dims[0] != t.batch || dims[1] != t.len || dims[3] != d {
+            candle_core::bail!(
+                "rope: input {dims:?} does not fit table ({}, {}, {d})",
+                t.batch,
+                t.len
+            );
+        }
+        let heads = dims[2];
+        let sign = if self.negate_sin { -1.0f32 } else { 1.0 };
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, heads * d, |r, row| {
+            let cos = &t.cos[r * d..(r + 1) * d];
+            let sin = &t.sin[r * d..(r + 1) * d];
+            let xr = &x[r * heads * d..(r + 1) * heads * d];
+            for h in 0..heads {
+                let xs = &xr[h * d..(h + 1) * d];
+                let os = &mut row[h * d..(h + 1) * d];
+                for j in 0..half {
+                    os[j] = xs[j] * cos[j] - xs[j + half] * sin[j] * sign;
+                    os[j + half] = xs[j + half] * cos[j + half] + xs[j] * sin[j + half] * sign;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1(RopeOp {
+            table: self.table.clone(),
+            negate_sin: !self.negate_sin,
+        })?))
+    }
+}
+
+/// Rotary embedding of x (batch, len, heads, dim) with a backward pass (fused on CPU f32).
+pub fn rope(x: &Tensor, table: &RopeTable) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        let shape = (table.batch, table.len, 1, table.dim);
+        let cos = Tensor::from_slice(&table.cos, shape, x.device())?;
+        let sin = Tensor::from_slice(&table.sin, shape, x.device())?;
+        let d = table.dim;
+        let x1 = x.narrow(candle_core::D::Minus1, 0, d / 2)?;
+        let x2 = x.narrow(candle_core::D::Minus1, d / 2, d - d / 2)?;
+        let rot = Tensor::cat(&[&x2.neg()?, &x1], candle_core::D::Minus1)?;
+        return x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?;
+    }
+    x.contiguous()?.apply_op1(RopeOp {
+        table: table.clone(),
+        negate_sin: false,
     })
 }
 
@@ -358,6 +477,45 @@ mod tests {
             &(x.as_tensor() * 0.25)?.broadcast_add(&m)?,
             candle_core::D::Minus1,
         )?;
+        assert!(max_diff(&fused, &composed) < 1e-6);
+        let g1 = (fused * &up)?.sum_all()?.backward()?;
+        let g2 = (composed * &up)?.sum_all()?.backward()?;
+        let (Some(a), Some(c)) = (g1.get(x.as_tensor()), g2.get(x.as_tensor())) else {
+            panic!("no gradient");
+        };
+        assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
+        Ok(())
+    }
+
+    #[test]
+    fn rope_matches_composed_forward_and_backward() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (b, l, h, d) = (2, 5, 3, 8);
+        let x = Var::from_vec(rand(&[b, l, h, d], 6), (b, l, h, d), &dev)?;
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        for p in 0..b * l {
+            let half: Vec<f32> = (0..d / 2)
+                .map(|j| (p as f32 + 1.0) * 0.3 / (j as f32 + 1.0))
+                .collect();
+            for _ in 0..2 {
+                cos.extend(half.iter().map(|a| a.cos()));
+                sin.extend(half.iter().map(|a| a.sin()));
+            }
+        }
+        let table = RopeTable {
+            batch: b,
+            len: l,
+            dim: d,
+            cos: Arc::new(cos.clone()),
+            sin: Arc::new(sin.clone()),
+        };
+        let up = Tensor::from_vec(rand(&[b, l, h, d], 7), (b, l, h, d), &dev)?;
+        let fused = rope(x.as_tensor(), &table)?;
+        let c = Tensor::from_vec(cos, (b, l, 1, d), &dev)?;
+        let s = Tensor::from_vec(sin, (b, l, 1, d), &dev)?;
+        let composed = crate::policy::layers::apply_rotary(x.as_tensor(), &c, &s)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         assert!(max_diff(&fused, &composed) < 1e-6);
         let g1 = (fused * &up)?.sum_all()?.backward()?;
         let g2 = (composed * &up)?.sum_all()?.backward()?;

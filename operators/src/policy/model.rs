@@ -356,7 +356,7 @@ impl PolicyModel {
         }
         let images: Vec<&[PixelValues]> = batch.iter().map(|s| s.images).collect();
         let x = self.embed_rows(&rows, &images)?;
-        let rope = self.text.rope_tables(&positions, &device)?;
+        let rope = self.text.rope_tables(&positions)?;
         let mask = causal_mask(&valid, l);
         let h = self.text.forward(&x, &rope, Some(&mask), None)?;
         let b = batch.len();
@@ -455,7 +455,7 @@ impl PolicyModel {
         }
         let images: Vec<&[PixelValues]> = prompts.iter().map(|(_, i)| *i).collect();
         let x = self.embed_rows(&rows, &images)?;
-        let rope = self.text.rope_tables(&positions, &device)?;
+        let rope = self.text.rope_tables(&positions)?;
         let mask = causal_mask(&valid, lp);
         let mut cache = KvCache::default();
         let h = self
@@ -503,7 +503,7 @@ impl PolicyModel {
                 .collect();
             let ids = Tensor::from_vec(feed, (b, 1), &device)?;
             let x = self.text.embed(&ids)?;
-            let rope = self.text.rope_tables(&pos, &device)?;
+            let rope = self.text.rope_tables(&pos)?;
             let mask = causal_mask(&valid, 1);
             let h = self
                 .text

@@ -6,12 +6,14 @@
 //! later architecture (Qwen3-VL: interleaved sections, q/k norms) plugs in through [`RopeStyle`]
 //! and [`TextModel`]'s options instead of a copy of the decoder.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, Tensor};
 
 use super::config::TextConfig;
 use super::error::{PolicyError, Result};
-use super::kernels::AttnMask;
-use super::layers::{GatedMlp, Linear, RmsNorm, apply_rotary, attention};
+use std::sync::Arc;
+
+use super::kernels::{AttnMask, RopeTable, rope};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention};
 use super::weights::ParamStore;
 
 /// A token's position on the (t, h, w) axes.
@@ -26,12 +28,8 @@ pub enum RopeStyle {
     Sections(Vec<usize>),
 }
 
-/// Rotary tables for a batch: cos and sin of shape (batch, 1, len, head_dim).
-#[derive(Debug, Clone)]
-pub struct RopeTables {
-    pub cos: Tensor,
-    pub sin: Tensor,
-}
+/// Rotary tables for a batch: cos and sin rows of head_dim values per (batch, position).
+pub type RopeTables = RopeTable;
 
 /// Per-layer keys and values of the tokens seen so far, (batch, kv_heads, len, head_dim).
 #[derive(Debug, Clone, Default)]
@@ -182,7 +180,7 @@ impl TextModel {
     }
 
     /// Rotary tables for per-row positions (all rows the same length).
-    pub fn rope_tables(&self, positions: &[Vec<Pos3>], device: &Device) -> Result<RopeTables> {
+    pub fn rope_tables(&self, positions: &[Vec<Pos3>]) -> Result<RopeTables> {
         let b = positions.len();
         let l = positions.first().map_or(0, Vec::len);
         let hd = self.cfg.head_dim;
@@ -219,9 +217,12 @@ impl TextModel {
                 sin.extend_from_within(start..start + half);
             }
         }
-        Ok(RopeTables {
-            cos: Tensor::from_vec(cos, (b, 1, l, hd), device)?,
-            sin: Tensor::from_vec(sin, (b, 1, l, hd), device)?,
+        Ok(RopeTable {
+            batch: b,
+            len: l,
+            dim: hd,
+            cos: Arc::new(cos),
+            sin: Arc::new(sin),
         })
     }
 
@@ -261,19 +262,25 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &RopeTables,
+        rope_t: &RopeTables,
         mask: Option<&AttnMask>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        let split = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)?)
-        };
-        let q = split(self.q.forward(x)?, self.heads)?;
-        let k = split(self.k.forward(x)?, self.kv_heads)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?;
-        let q = apply_rotary(&q, &rope.cos, &rope.sin)?;
-        let k = apply_rotary(&k, &rope.cos, &rope.sin)?;
+        let hd = self.head_dim;
+        // Rotary on (batch, len, heads, head_dim), then heads first.
+        let q =
+            rope(&self.q.forward(x)?.reshape((b, l, self.heads, hd))?, rope_t)?.transpose(1, 2)?;
+        let k = rope(
+            &self.k.forward(x)?.reshape((b, l, self.kv_heads, hd))?,
+            rope_t,
+        )?
+        .transpose(1, 2)?;
+        let v = self
+            .v
+            .forward(x)?
+            .reshape((b, l, self.kv_heads, hd))?
+            .transpose(1, 2)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -285,22 +292,15 @@ impl Attention {
             }
             None => (k, v),
         };
+        // Grouped-query attention without copying keys/values per query head: the `rep` query
+        // heads of one key head are stacked as rows, (batch, kv_heads, rep * len, head_dim).
         let rep = self.heads / self.kv_heads;
-        let (k, v) = if rep == 1 {
-            (k, v)
-        } else {
-            let lk = k.dim(2)?;
-            let expand = |t: &Tensor| -> Result<Tensor> {
-                Ok(t.unsqueeze(2)?
-                    .broadcast_as((b, self.kv_heads, rep, lk, self.head_dim))?
-                    .reshape((b, self.heads, lk, self.head_dim))?)
-            };
-            (expand(&k)?, expand(&v)?)
-        };
+        let q = q.contiguous()?.reshape((b, self.kv_heads, rep * l, hd))?;
         let out = attention(&q, &k, &v, mask)?;
         let out = out
+            .reshape((b, self.heads, l, hd))?
             .transpose(1, 2)?
-            .reshape((b, l, self.heads * self.head_dim))?;
+            .reshape((b, l, self.heads * hd))?;
         self.o.forward(&out)
     }
 }

@@ -8,7 +8,10 @@ use candle_core::{Device, Tensor};
 use super::config::VisionConfig;
 use super::error::{PolicyError, Result};
 use super::image::PixelValues;
-use super::layers::{GatedMlp, Linear, RmsNorm, apply_rotary, attention};
+use std::sync::Arc;
+
+use super::kernels::{RopeTable, rope};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention};
 use super::weights::ParamStore;
 
 #[derive(Debug, Clone)]
@@ -160,14 +163,14 @@ impl VisionModel {
         let order_t = Tensor::from_vec(order.clone(), n_patches, device)?;
         let x = Tensor::from_vec(data, (n_patches, pd), device)?;
         let mut h = self.patch.forward(&x)?.index_select(&order_t, 0)?;
-        let (cos, sin) = self.rotary(&grids, &order, device)?;
+        let table = self.rotary(&grids, &order);
         for (i, blk) in self.blocks.iter().enumerate() {
             let cu = if cfg.fullatt_block_indexes.contains(&i) {
                 &plan.cu_full
             } else {
                 &plan.cu_window
             };
-            let a = self.attn(blk, &blk.norm1.forward(&h)?, &cos, &sin, cu)?;
+            let a = self.attn(blk, &blk.norm1.forward(&h)?, &table, cu)?;
             h = (h + a)?;
             let m = blk.mlp.forward(&blk.norm2.forward(&h)?)?;
             h = (h + m)?;
@@ -188,12 +191,7 @@ impl VisionModel {
     }
 
     /// 2-D rotary tables (patches, head_dim) in window order.
-    fn rotary(
-        &self,
-        grids: &[[usize; 3]],
-        order: &[u32],
-        device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+    fn rotary(&self, grids: &[[usize; 3]], order: &[u32]) -> RopeTable {
         let ms = self.cfg.spatial_merge_size;
         let q = self.inv_freq.len();
         let hd = 4 * q;
@@ -226,27 +224,24 @@ impl VisionModel {
             cos.extend_from_within(start..start + 2 * q);
             sin.extend_from_within(start..start + 2 * q);
         }
-        let n = order.len();
-        Ok((
-            Tensor::from_vec(cos, (n, 1, hd), device)?,
-            Tensor::from_vec(sin, (n, 1, hd), device)?,
-        ))
+        RopeTable {
+            batch: 1,
+            len: order.len(),
+            dim: hd,
+            cos: Arc::new(cos),
+            sin: Arc::new(sin),
+        }
     }
 
-    fn attn(
-        &self,
-        blk: &Block,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        cu: &[usize],
-    ) -> Result<Tensor> {
+    fn attn(&self, blk: &Block, x: &Tensor, table: &RopeTable, cu: &[usize]) -> Result<Tensor> {
         let n = x.dim(0)?;
         let heads = self.cfg.num_heads;
         let hd = self.cfg.hidden_size / heads;
         let qkv = blk.qkv.forward(x)?.reshape((n, 3, heads, hd))?;
-        let q = apply_rotary(&qkv.narrow(1, 0, 1)?.squeeze(1)?, cos, sin)?;
-        let k = apply_rotary(&qkv.narrow(1, 1, 1)?.squeeze(1)?, cos, sin)?;
+        let part =
+            |i: usize| -> Result<Tensor> { Ok(qkv.narrow(1, i, 1)?.reshape((1, n, heads, hd))?) };
+        let q = rope(&part(0)?, table)?.squeeze(0)?;
+        let k = rope(&part(1)?, table)?.squeeze(0)?;
         let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
         let mut outs = Vec::with_capacity(cu.len());
         for w in cu.windows(2) {
