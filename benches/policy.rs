@@ -194,42 +194,46 @@ fn main() -> Res<()> {
     let adv: Vec<f32> = (0..48).map(|_| rng.normal() as f32).collect();
     let adv = Tensor::from_vec(adv, (48, 1), &Device::Cpu)?;
     let mut opt = Optimizer::new(model.trainable_vars(), OptimConfig::default())?;
-    let mut times = Vec::new();
-    let mut phases = [0.0f64; 3];
-    for r in 0..=repeats {
-        let t0 = Instant::now();
-        let s = model.score(&seqs, &ScoreOptions::default())?;
-        let loss = (s
-            .log_probs
-            .broadcast_mul(&adv)?
-            .mul(&s.mask)?
-            .sum_all()?
-            .neg()?
-            / s.mask.sum_all()?.to_scalar::<f32>()? as f64)?;
-        let t1 = Instant::now();
-        let grads = loss.backward()?;
-        let t2 = Instant::now();
-        opt.step(&grads)?;
-        let dt = t0.elapsed().as_secs_f64();
-        phases[0] += (t1 - t0).as_secs_f64();
-        phases[1] += (t2 - t1).as_secs_f64();
-        phases[2] += t2.elapsed().as_secs_f64();
-        if r > 0 {
-            times.push(dt);
+    let total_tokens = seqs
+        .iter()
+        .map(|s| s.ids.len() - s.prompt_len)
+        .sum::<usize>() as f64;
+    for micro in [48usize, 12] {
+        let mut times = Vec::new();
+        let mut fwd = Vec::new();
+        for r in 0..=repeats {
+            let t0 = Instant::now();
+            let mut acc = opt.accumulator();
+            for (c, chunk) in seqs.chunks(micro).enumerate() {
+                let tf = Instant::now();
+                let s = model.score(chunk, &ScoreOptions::default())?;
+                fwd.push(tf.elapsed().as_secs_f64());
+                let a = adv.narrow(0, c * micro, chunk.len())?;
+                // Token-level mean over the whole mini-batch, accumulated over micro-batches.
+                let loss = (s
+                    .log_probs
+                    .broadcast_mul(&a)?
+                    .mul(&s.mask)?
+                    .sum_all()?
+                    .neg()?
+                    / total_tokens)?;
+                acc.backward(&loss, 1.0)?;
+            }
+            opt.step(&acc.take())?;
+            if r > 0 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let tokens: usize = rows.iter().map(|(ids, _, _)| ids.len()).sum();
+        println!(
+            "train step: 48 rows (16 with an image), {:.1} tokens/row, micro-batches of {micro}: \
+             {:.4} s median per step",
+            tokens as f64 / 48.0,
+            median(times)
+        );
+        if micro == 48 {
+            println!("  forward alone: {:.4} s median", median(fwd));
         }
     }
-    let tokens: usize = rows.iter().map(|(ids, _, _)| ids.len()).sum();
-    println!(
-        "train step: 48 rows (16 with an image), {:.1} tokens/row: {:.4} s median per step",
-        tokens as f64 / 48.0,
-        median(times)
-    );
-    let runs = (repeats + 1) as f64;
-    println!(
-        "  of which forward {:.4} s, backward {:.4} s, AdamW {:.4} s (means)",
-        phases[0] / runs,
-        phases[1] / runs,
-        phases[2] / runs
-    );
     Ok(())
 }

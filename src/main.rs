@@ -14,6 +14,11 @@ use shareflow::operators::{RewardRule, StdConvention};
 use shareflow::runtime::ClusterConfig;
 use shareflow::tools::{ToolError, advantages, jsonl, score};
 
+/// glibc malloc returns large tensor buffers to the OS and page-faults them back on the next
+/// step, which costs more than the arithmetic on small models (BENCHMARKS.md); mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shareflow",

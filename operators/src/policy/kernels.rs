@@ -433,6 +433,320 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor>
     x.contiguous()?.apply_op2(w, RmsNormOp { eps: eps as f32 })
 }
 
+/// `silu(g) * u` element-wise, with gradients for both.
+#[derive(Debug, Clone)]
+struct SwiGlu;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Applies `f(gate, up)` element-wise over two same-shape contiguous inputs (and optionally a
+/// third), in parallel chunks.
+fn zip_map(
+    a: &[f32],
+    b: &[f32],
+    c: Option<&[f32]>,
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    const CHUNK: usize = 4096;
+    let mut out = vec![0f32; a.len()];
+    par_rows(&mut out, CHUNK, |r, row| {
+        let base = r * CHUNK;
+        for (j, o) in row.iter_mut().enumerate() {
+            let i = base + j;
+            *o = f(a[i], b[i], c.map_or(0.0, |c| c[i]));
+        }
+    });
+    out
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "shareflow-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, self.name())?;
+        let u = slice(s2, l2, self.name())?;
+        if g.len() != u.len() {
+            candle_core::bail!("swiglu: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+        }
+        let out = zip_map(g, u, None, |g, u, _| g * sigmoid(g) * u);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let u = u.contiguous()?;
+        let grad = grad.contiguous()?;
+        let dg = g.apply_op3_no_bwd(&u, &grad, &SwiGluBwdGate)?;
+        let du = g.apply_op2_no_bwd(&grad, &SwiGluBwdUp)?;
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+/// d/dg: grad * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))).
+#[derive(Debug, Clone)]
+struct SwiGluBwdGate;
+
+impl CustomOp3 for SwiGluBwdGate {
+    fn name(&self) -> &'static str {
+        "shareflow-swiglu-bwd-gate"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, self.name())?;
+        let u = slice(s2, l2, self.name())?;
+        let d = slice(s3, l3, self.name())?;
+        let out = zip_map(g, u, Some(d), |g, u, d| {
+            let s = sigmoid(g);
+            d * u * s * (1.0 + g * (1.0 - s))
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// d/du: grad * silu(g).
+#[derive(Debug, Clone)]
+struct SwiGluBwdUp;
+
+impl CustomOp2 for SwiGluBwdUp {
+    fn name(&self) -> &'static str {
+        "shareflow-swiglu-bwd-up"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, self.name())?;
+        let d = slice(s2, l2, self.name())?;
+        let out = zip_map(g, d, None, |g, d, _| d * g * sigmoid(g));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `silu(gate) * up` with a backward pass (fused on CPU f32, composed elsewhere).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    if !gate.device().is_cpu() || gate.dtype() != DType::F32 || gate.shape() != up.shape() {
+        return gate.silu()? * up;
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+/// Log-softmax statistics of one row of logits at temperature `inv_t = 1 / T`: (max, log Z) of
+/// `z * inv_t`.
+fn row_lse(z: &[f32], inv_t: f32) -> (f32, f32) {
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * inv_t));
+    let sum: f32 = z.iter().map(|&v| (v * inv_t - max).exp()).sum();
+    (max, max + sum.ln())
+}
+
+/// `log_softmax(z / T)[target]` per row of logits (rows, vocab), with a backward pass. One pass
+/// over the logits each way, instead of materialising the (rows, vocab) log-softmax (for a
+/// 150k-token vocabulary that is the largest tensor of a training step).
+#[derive(Debug, Clone)]
+struct TokenLogProb {
+    targets: Arc<Vec<u32>>,
+    inv_t: f32,
+}
+
+impl CustomOp1 for TokenLogProb {
+    fn name(&self) -> &'static str {
+        "shareflow-token-log-prob"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let z = slice(s, l, self.name())?;
+        let (rows, vocab) = l.shape().dims2()?;
+        if self.targets.len() != rows {
+            candle_core::bail!(
+                "token log-prob: {} targets for {rows} rows",
+                self.targets.len()
+            );
+        }
+        if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("token log-prob: target {t} outside the vocabulary of {vocab}");
+        }
+        let mut out = vec![0f32; rows];
+        par_rows(&mut out, 1, |r, o| {
+            let zr = &z[r * vocab..(r + 1) * vocab];
+            let (_, lse) = row_lse(zr, self.inv_t);
+            o[0] = zr[self.targets[r] as usize] * self.inv_t - lse;
+        });
+        Ok((CpuStorage::F32(out), Shape::from(rows)))
+    }
+
+    fn bwd(&self, z: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let z = z.contiguous()?;
+        let g = grad.contiguous()?;
+        Ok(Some(
+            z.apply_op2_no_bwd(&g, &TokenLogProbBwd(self.clone()))?,
+        ))
+    }
+}
+
+/// dz = (g / T) * (onehot(target) - softmax(z / T)).
+#[derive(Debug, Clone)]
+struct TokenLogProbBwd(TokenLogProb);
+
+impl CustomOp2 for TokenLogProbBwd {
+    fn name(&self) -> &'static str {
+        "shareflow-token-log-prob-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let z = slice(s1, l1, self.name())?;
+        let g = slice(s2, l2, self.name())?;
+        let (_, vocab) = l1.shape().dims2()?;
+        let inv_t = self.0.inv_t;
+        let mut out = vec![0f32; z.len()];
+        par_rows(&mut out, vocab, |r, row| {
+            let zr = &z[r * vocab..(r + 1) * vocab];
+            let (_, lse) = row_lse(zr, inv_t);
+            let c = g[r] * inv_t;
+            for (o, &v) in row.iter_mut().zip(zr) {
+                *o = -c * (v * inv_t - lse).exp();
+            }
+            row[self.0.targets[r] as usize] += c;
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Entropy of `softmax(z / T)` per row, with a backward pass.
+#[derive(Debug, Clone)]
+struct RowEntropy {
+    inv_t: f32,
+}
+
+fn entropy_row(zr: &[f32], inv_t: f32) -> (f32, f32) {
+    let (_, lse) = row_lse(zr, inv_t);
+    let h = -zr
+        .iter()
+        .map(|&v| {
+            let lp = v * inv_t - lse;
+            lp.exp() * lp
+        })
+        .sum::<f32>();
+    (h, lse)
+}
+
+impl CustomOp1 for RowEntropy {
+    fn name(&self) -> &'static str {
+        "shareflow-row-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let z = slice(s, l, self.name())?;
+        let (rows, vocab) = l.shape().dims2()?;
+        let mut out = vec![0f32; rows];
+        par_rows(&mut out, 1, |r, o| {
+            o[0] = entropy_row(&z[r * vocab..(r + 1) * vocab], self.inv_t).0;
+        });
+        Ok((CpuStorage::F32(out), Shape::from(rows)))
+    }
+
+    fn bwd(&self, z: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let z = z.contiguous()?;
+        let g = grad.contiguous()?;
+        Ok(Some(z.apply_op2_no_bwd(&g, &RowEntropyBwd(self.inv_t))?))
+    }
+}
+
+/// dH/dz_j = -(1/T) p_j (log p_j + H).
+#[derive(Debug, Clone)]
+struct RowEntropyBwd(f32);
+
+impl CustomOp2 for RowEntropyBwd {
+    fn name(&self) -> &'static str {
+        "shareflow-row-entropy-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let z = slice(s1, l1, self.name())?;
+        let g = slice(s2, l2, self.name())?;
+        let (_, vocab) = l1.shape().dims2()?;
+        let inv_t = self.0;
+        let mut out = vec![0f32; z.len()];
+        par_rows(&mut out, vocab, |r, row| {
+            let zr = &z[r * vocab..(r + 1) * vocab];
+            let (h, lse) = entropy_row(zr, inv_t);
+            for (o, &v) in row.iter_mut().zip(zr) {
+                let lp = v * inv_t - lse;
+                *o = -g[r] * inv_t * lp.exp() * (lp + h);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `log_softmax(logits / temperature)[targets]` for logits (rows, vocab): (rows).
+pub fn token_log_probs(
+    logits: &Tensor,
+    targets: &[u32],
+    temperature: f64,
+) -> candle_core::Result<Tensor> {
+    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
+        let z = (logits / temperature)?;
+        let lp = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
+        let t = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
+        return lp.gather(&t, 1)?.squeeze(1);
+    }
+    logits.contiguous()?.apply_op1(TokenLogProb {
+        targets: Arc::new(targets.to_vec()),
+        inv_t: (1.0 / temperature) as f32,
+    })
+}
+
+/// Entropy of `softmax(logits / temperature)` per row: (rows).
+pub fn token_entropy(logits: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
+        let z = (logits / temperature)?;
+        let lp = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
+        return (lp.exp()? * &lp)?.sum(candle_core::D::Minus1)?.neg();
+    }
+    logits.contiguous()?.apply_op1(RowEntropy {
+        inv_t: (1.0 / temperature) as f32,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +837,54 @@ mod tests {
             panic!("no gradient");
         };
         assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
+        Ok(())
+    }
+
+    #[test]
+    fn swiglu_matches_composed_forward_and_backward() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let g = Var::from_vec(rand(&[3, 50, 70], 8), (3, 50, 70), &dev)?;
+        let u = Var::from_vec(rand(&[3, 50, 70], 9), (3, 50, 70), &dev)?;
+        let up = Tensor::from_vec(rand(&[3, 50, 70], 10), (3, 50, 70), &dev)?;
+        let fused = swiglu(g.as_tensor(), u.as_tensor())?;
+        let composed = (g.as_tensor().silu()? * u.as_tensor())?;
+        assert!(max_diff(&fused, &composed) < 1e-5);
+        let g1 = (fused * &up)?.sum_all()?.backward()?;
+        let g2 = (composed * &up)?.sum_all()?.backward()?;
+        for v in [&g, &u] {
+            let (Some(a), Some(c)) = (g1.get(v.as_tensor()), g2.get(v.as_tensor())) else {
+                panic!("no gradient");
+            };
+            assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn token_log_probs_and_entropy_match_composed() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (n, v) = (6, 37);
+        let z = Var::from_vec(rand(&[n, v], 11), (n, v), &dev)?;
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7) % v as u32).collect();
+        let up = Tensor::from_vec(rand(&[n], 12), n, &dev)?;
+        for t in [1.0, 0.7] {
+            let lp = candle_nn::ops::log_softmax(&(z.as_tensor() / t)?, candle_core::D::Minus1)?;
+            let tt = Tensor::from_slice(&targets, (n, 1), &dev)?;
+            let want = lp.gather(&tt, 1)?.squeeze(1)?;
+            let got = token_log_probs(z.as_tensor(), &targets, t)?;
+            assert!(max_diff(&got, &want) < 1e-5);
+            let want_h = (lp.exp()? * &lp)?.sum(candle_core::D::Minus1)?.neg()?;
+            let got_h = token_entropy(z.as_tensor(), t)?;
+            assert!(max_diff(&got_h, &want_h) < 1e-5);
+            for (a, b) in [(got, want), (got_h, want_h)] {
+                let g1 = (a * &up)?.sum_all()?.backward()?;
+                let g2 = (b * &up)?.sum_all()?.backward()?;
+                let (Some(x), Some(y)) = (g1.get(z.as_tensor()), g2.get(z.as_tensor())) else {
+                    panic!("no gradient");
+                };
+                assert!(max_diff(x, y) < 1e-5, "{}", max_diff(x, y));
+            }
+        }
         Ok(())
     }
 

@@ -121,8 +121,8 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate.forward(x)?.silu()?;
+        let g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
-        self.down.forward(&(g * u)?)
+        self.down.forward(&kernels::swiglu(&g, &u)?)
     }
 }

@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use shareflow_runtime::rng::DetRng;
 
 use super::config::{Architecture, ModelConfig};
 use super::error::{PolicyError, Result};
 use super::image::PixelValues;
+use super::kernels;
 use super::text::{KvCache, Pos3, TextModel, causal_mask};
 use super::vision::VisionModel;
 use super::weights::ParamStore;
@@ -381,16 +382,11 @@ impl PolicyModel {
         let hs = h
             .reshape((b * l, hidden))?
             .index_select(&Tensor::from_vec(gather, b * t, &device)?, 0)?;
-        let mut logits = self.text.logits(&hs)?;
-        if opts.temperature != 1.0 {
-            logits = (logits / opts.temperature)?;
-        }
-        let logp_all = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = Tensor::from_vec(targets, (b * t, 1), &device)?;
-        let log_probs = logp_all.gather(&targets, 1)?.reshape((b, t))?;
+        let logits = self.text.logits(&hs)?;
+        let log_probs =
+            kernels::token_log_probs(&logits, &targets, opts.temperature)?.reshape((b, t))?;
         let entropy = if opts.entropy {
-            let p = logp_all.exp()?;
-            Some((p * &logp_all)?.sum(D::Minus1)?.neg()?.reshape((b, t))?)
+            Some(kernels::token_entropy(&logits, opts.temperature)?.reshape((b, t))?)
         } else {
             None
         };

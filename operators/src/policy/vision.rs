@@ -10,7 +10,7 @@ use super::error::{PolicyError, Result};
 use super::image::PixelValues;
 use std::sync::Arc;
 
-use super::kernels::{RopeTable, rope};
+use super::kernels::{AttnMask, RopeTable, rope};
 use super::layers::{GatedMlp, Linear, RmsNorm, attention};
 use super::weights::ParamStore;
 
@@ -243,18 +243,64 @@ impl VisionModel {
         let q = rope(&part(0)?, table)?.squeeze(0)?;
         let k = rope(&part(1)?, table)?.squeeze(0)?;
         let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
-        let mut outs = Vec::with_capacity(cu.len());
-        for w in cu.windows(2) {
-            let (s, len) = (w[0], w[1] - w[0]);
-            let seg = |t: &Tensor| -> Result<Tensor> {
-                Ok(t.narrow(0, s, len)?.transpose(0, 1)?.unsqueeze(0)?)
-            };
-            let o = attention(&seg(&q)?, &seg(&k)?, &seg(&v)?, None)?;
-            outs.push(o.squeeze(0)?.transpose(0, 1)?);
-        }
-        let out = Tensor::cat(&outs, 0)?.reshape((n, heads * hd))?;
+        let out = segmented_attention(&q, &k, &v, cu)?.reshape((n, heads * hd))?;
         blk.proj.forward(&out)
     }
+}
+
+/// Attention restricted to segments `cu` (offsets into the rows of q/k/v, (n, heads, head_dim)),
+/// computed as one batch: segments are gathered into (segments, heads, max_len, head_dim), pad
+/// keys masked out, and the valid rows gathered back. A handful of ops whatever the number of
+/// windows (a loop over windows costs a dozen ops per window, and a full-size zero tensor per
+/// window in the backward pass of each slice).
+fn segmented_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize]) -> Result<Tensor> {
+    let (n, heads, hd) = q.dims3()?;
+    let lens: Vec<usize> = cu.windows(2).map(|w| w[1] - w[0]).collect();
+    let segs = lens.len();
+    let max = lens.iter().copied().max().unwrap_or(0);
+    if segs == 0 || max == 0 || cu.last().copied() != Some(n) {
+        return Err(PolicyError::Input(format!(
+            "vision attention: segments {cu:?} do not cover {n} patches"
+        )));
+    }
+    let device = q.device();
+    // Padded slots read row 0; their keys are masked and their outputs dropped.
+    let mut gather = Vec::with_capacity(segs * max);
+    let mut scatter = vec![0u32; n];
+    let mut add = Vec::with_capacity(segs * max * max);
+    for (w, &len) in lens.iter().enumerate() {
+        for i in 0..max {
+            if i < len {
+                gather.push((cu[w] + i) as u32);
+                scatter[cu[w] + i] = (w * max + i) as u32;
+            } else {
+                gather.push(0);
+            }
+        }
+        for _ in 0..max {
+            add.extend((0..max).map(|j| if j < len { 0.0 } else { -1e30f32 }));
+        }
+    }
+    let gather = Tensor::from_vec(gather, segs * max, device)?;
+    let pack = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.contiguous()?
+            .index_select(&gather, 0)?
+            .reshape((segs, max, heads, hd))?
+            .transpose(1, 2)?)
+    };
+    let mask = AttnMask {
+        batch: segs,
+        q_len: max,
+        k_len: max,
+        add: Arc::new(add),
+    };
+    let out = attention(&pack(q)?, &pack(k)?, &pack(v)?, Some(&mask))?;
+    let out = out
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((segs * max, heads, hd))?;
+    let scatter = Tensor::from_vec(scatter, n, device)?;
+    Ok(out.index_select(&scatter, 0)?)
 }
 
 #[cfg(test)]
