@@ -6,5 +6,6 @@
 //! shareflow-runtime.
 
 pub mod advantages;
+pub mod train;
 
 pub use advantages::{Estimator, advantage_stage};

@@ -12,6 +12,7 @@ pub mod normalize_global;
 pub mod normalize_grpo;
 pub mod normalize_local;
 pub mod records;
+pub mod rl;
 pub mod reward;
 pub mod score;
 pub mod share;

@@ -22,6 +22,7 @@ pub mod group;
 pub mod hash;
 pub mod map_step;
 pub mod metrics;
+pub mod offload;
 pub mod rng;
 pub mod versions;
 

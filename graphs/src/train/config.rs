@@ -1,0 +1,318 @@
+//! `shareflow train` configuration: EasyR1-style dotted keys (`data.*`, `algorithm.*`,
+//! `worker.rollout.*`, `worker.actor.*`, `trainer.*`), every key declared here with its default
+//! and meaning. A TOML file (`--config`) and `--set key=value` override defaults; an unknown key
+//! is an error naming the key and the closest known one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::Value;
+
+/// One declared key.
+#[derive(Debug, Clone)]
+pub struct KeyDef {
+    pub key: &'static str,
+    pub default: Value,
+    pub doc: &'static str,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+/// Every configuration key, its default and its meaning.
+pub fn keys() -> Vec<KeyDef> {
+    let k = |key: &'static str, default: Value, doc: &'static str| KeyDef { key, default, doc };
+    vec![
+        k("data.train", s("shapes"), "training questions: `shapes` (the embedded task)"),
+        k("data.rollout_batch_size", Value::Integer(8), "seed questions per training step"),
+        k("data.val_size", Value::Integer(64), "evaluation questions (the embedded task's eval split)"),
+        k("data.image_size", Value::Integer(56), "side of the embedded task's square images, pixels"),
+        k("data.max_response_length", Value::Integer(40), "maximum new tokens per response"),
+        k("algorithm.adv_estimator", s("share_grpo"), "`share_grpo` (hierarchical + sharing) or `grpo`"),
+        k("algorithm.std", s("reference"), "global std over the m*m*n rows (`reference`, as the release) or the m*n responses (`paper`)"),
+        k("algorithm.local_advantage", Value::Boolean(true), "add the local (per-variant) advantage on k == j rows; false = global only"),
+        k("worker.rollout.n", Value::Integer(6), "responses per variant (per question for grpo: n * question_num)"),
+        k("worker.rollout.question_num", Value::Integer(2), "variants per seed question, m (share_grpo)"),
+        k("worker.rollout.temperature", Value::Float(1.0), "sampling temperature (also used to score log-probs)"),
+        k("worker.rollout.top_p", Value::Float(0.99), "nucleus sampling mass"),
+        k("worker.rollout.top_k", Value::Integer(-1), "top-k sampling (-1: off)"),
+        k("worker.rollout.transform_prob", Value::Float(0.3), "probability of a visual transform per variant"),
+        k("worker.rollout.val_temperature", Value::Float(0.5), "evaluation sampling temperature (the reference's override)"),
+        k("worker.rollout.val_n", Value::Integer(1), "responses per evaluation question"),
+        k("worker.actor.model.model_path", s("embedded"), "checkpoint directory, or `embedded` for the shipped tiny Qwen2.5-VL"),
+        k("worker.actor.freeze_vision_tower", Value::Boolean(false), "keep the vision tower fixed"),
+        k("worker.actor.global_batch_size", Value::Integer(96), "training rows per optimizer step"),
+        k("worker.actor.micro_batch_size_per_device_for_update", Value::Integer(24), "rows per forward/backward pass"),
+        k("worker.actor.ppo_epochs", Value::Integer(1), "passes over a step's rows"),
+        k("worker.actor.shuffle", Value::Boolean(true), "shuffle rows before splitting into mini-batches"),
+        k("worker.actor.clip_ratio_low", Value::Float(0.2), "PPO clip below 1"),
+        k("worker.actor.clip_ratio_high", Value::Float(0.3), "PPO clip above 1"),
+        k("worker.actor.clip_ratio_dual", Value::Float(3.0), "dual clip for negative advantages"),
+        k("worker.actor.optim.lr", Value::Float(2e-4), "AdamW learning rate (the reference uses 1e-6 for 7B models)"),
+        k("worker.actor.optim.weight_decay", Value::Float(1e-2), "AdamW decoupled weight decay"),
+        k("worker.actor.optim.betas", Value::Array(vec![Value::Float(0.9), Value::Float(0.999)]), "AdamW betas"),
+        k("worker.actor.optim.max_grad_norm", Value::Float(1.0), "global gradient-norm clip"),
+        k("trainer.total_steps", Value::Integer(40), "training steps"),
+        k("trainer.max_staleness", Value::Integer(0), "0: synchronous on-policy; 1: rollout of step t+1 overlaps the update of step t"),
+        k("trainer.val_freq", Value::Integer(10), "evaluate every this many steps (0: only before/after)"),
+        k("trainer.val_before_train", Value::Boolean(true), "evaluate before the first step"),
+        k("trainer.save_freq", Value::Integer(0), "save a checkpoint every this many steps (0: only at the end)"),
+        k("trainer.output_dir", s("runs"), "runs are written to OUTPUT_DIR/EXPERIMENT_NAME"),
+        k("trainer.experiment_name", s("share-grpo"), "run directory name"),
+        k("trainer.seed", Value::Integer(1), "run seed: every random choice derives from it"),
+        k("trainer.workers", Value::Integer(1), "timely worker threads"),
+        k("sft.steps", Value::Integer(60), "SFT graph: optimizer steps"),
+        k("sft.batch_size", Value::Integer(32), "SFT graph: questions per step"),
+        k("sft.lr", Value::Float(1e-3), "SFT graph: AdamW learning rate"),
+    ]
+}
+
+/// A resolved configuration: every key has a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    values: BTreeMap<String, Value>,
+}
+
+fn flatten(prefix: &str, v: &toml::Table, out: &mut Vec<(String, Value)>) {
+    for (k, v) in v {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Table(t) => flatten(&key, t, out),
+            other => out.push((key, other.clone())),
+        }
+    }
+}
+
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let dist = |a: &str, b: &str| -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut cur = vec![i; b.len() + 1];
+            for j in 1..=b.len() {
+                let c = usize::from(a[i - 1] != b[j - 1]);
+                cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + c);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    known
+        .map(|k| (dist(key, k), k))
+        .filter(|(d, _)| *d <= 6)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn same_kind(a: &Value, b: &Value) -> bool {
+    matches!(
+        (a, b),
+        (Value::String(_), Value::String(_))
+            | (Value::Integer(_), Value::Integer(_))
+            | (Value::Float(_), Value::Float(_) | Value::Integer(_))
+            | (Value::Boolean(_), Value::Boolean(_))
+            | (Value::Array(_), Value::Array(_))
+    )
+}
+
+impl Config {
+    /// Defaults, then the TOML file, then `key=value` overrides (values parsed as TOML, bare
+    /// words as strings). `origin` names where each override came from in errors.
+    pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<Self, String> {
+        let defs = keys();
+        let mut values: BTreeMap<String, Value> =
+            defs.iter().map(|d| (d.key.to_string(), d.default.clone())).collect();
+        let mut overrides: Vec<(String, Value, String)> = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| format!("{}: not valid TOML: {e}", path.display()))?;
+            let mut flat = Vec::new();
+            flatten("", &table, &mut flat);
+            for (k, v) in flat {
+                overrides.push((k, v, path.display().to_string()));
+            }
+        }
+        for set in sets {
+            let (k, raw) = set
+                .split_once('=')
+                .ok_or_else(|| format!("--set {set}: expected key=value"))?;
+            let k = k.trim();
+            let raw = raw.trim();
+            let v = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|t| t.get("v").cloned())
+                .unwrap_or_else(|| Value::String(raw.to_string()));
+            overrides.push((k.to_string(), v, format!("--set {set}")));
+        }
+        for (k, v, origin) in overrides {
+            let Some(def) = defs.iter().find(|d| d.key == k) else {
+                let hint = closest(&k, defs.iter().map(|d| d.key))
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{origin}: unknown configuration key `{k}`{hint} (`shareflow train --list-config` lists them all)"
+                ));
+            };
+            if !same_kind(&def.default, &v) {
+                return Err(format!(
+                    "{origin}: `{k}` = {v} has the wrong type; expected a value like {}",
+                    def.default
+                ));
+            }
+            let v = match (&def.default, v) {
+                (Value::Float(_), Value::Integer(i)) => Value::Float(i as f64),
+                (_, v) => v,
+            };
+            values.insert(k, v);
+        }
+        Ok(Self { values })
+    }
+
+    fn get(&self, key: &str) -> Result<&Value, String> {
+        self.values
+            .get(key)
+            .ok_or_else(|| format!("configuration key `{key}` is not declared"))
+    }
+
+    pub fn str(&self, key: &str) -> Result<String, String> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s.clone()),
+            v => Err(format!("`{key}` = {v}: expected a string")),
+        }
+    }
+
+    pub fn int(&self, key: &str) -> Result<i64, String> {
+        match self.get(key)? {
+            Value::Integer(i) => Ok(*i),
+            v => Err(format!("`{key}` = {v}: expected an integer")),
+        }
+    }
+
+    /// A non-negative integer as usize.
+    pub fn usize(&self, key: &str) -> Result<usize, String> {
+        let i = self.int(key)?;
+        usize::try_from(i).map_err(|_| format!("`{key}` = {i}: must not be negative"))
+    }
+
+    /// A positive integer.
+    pub fn positive(&self, key: &str) -> Result<usize, String> {
+        match self.usize(key)? {
+            0 => Err(format!("`{key}` must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    pub fn float(&self, key: &str) -> Result<f64, String> {
+        match self.get(key)? {
+            Value::Float(f) if f.is_finite() => Ok(*f),
+            Value::Integer(i) => Ok(*i as f64),
+            v => Err(format!("`{key}` = {v}: expected a finite number")),
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Result<bool, String> {
+        match self.get(key)? {
+            Value::Boolean(b) => Ok(*b),
+            v => Err(format!("`{key}` = {v}: expected true or false")),
+        }
+    }
+
+    pub fn floats(&self, key: &str) -> Result<Vec<f64>, String> {
+        match self.get(key)? {
+            Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    Value::Float(f) => Ok(*f),
+                    Value::Integer(i) => Ok(*i as f64),
+                    v => Err(format!("`{key}`: {v} is not a number")),
+                })
+                .collect(),
+            v => Err(format!("`{key}` = {v}: expected a list of numbers")),
+        }
+    }
+
+    /// Every key and its resolved value, as TOML (written to the run directory).
+    pub fn to_toml(&self) -> String {
+        fn insert(t: &mut toml::Table, parts: &[&str], v: Value) {
+            match parts {
+                [] => {}
+                [last] => {
+                    t.insert((*last).to_string(), v);
+                }
+                [first, rest @ ..] => {
+                    let entry = t
+                        .entry((*first).to_string())
+                        .or_insert_with(|| Value::Table(toml::Table::new()));
+                    if let Value::Table(inner) = entry {
+                        insert(inner, rest, v);
+                    }
+                }
+            }
+        }
+        let mut root = toml::Table::new();
+        for (k, v) in &self.values {
+            let parts: Vec<&str> = k.split('.').collect();
+            insert(&mut root, &parts, v.clone());
+        }
+        toml::to_string(&root).unwrap_or_default()
+    }
+}
+
+/// The key reference: `key = default  # meaning`, one per line.
+pub fn describe() -> String {
+    keys()
+        .iter()
+        .map(|d| format!("{} = {}\n    {}\n", d.key, d.default, d.doc))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve_and_sets_override() -> Result<(), String> {
+        let c = Config::resolve(None, &["worker.rollout.n=3".into(), "trainer.experiment_name=x".into()])?;
+        assert_eq!(c.usize("worker.rollout.n")?, 3);
+        assert_eq!(c.str("trainer.experiment_name")?, "x");
+        assert_eq!(c.float("worker.actor.clip_ratio_high")?, 0.3);
+        // An integer where a float is expected is accepted.
+        let c = Config::resolve(None, &["worker.rollout.temperature=1".into()])?;
+        assert_eq!(c.float("worker.rollout.temperature")?, 1.0);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_errors() {
+        let e = Config::resolve(None, &["worker.rollout.nn=3".into()]).err().unwrap_or_default();
+        assert!(e.contains("unknown configuration key `worker.rollout.nn`") && e.contains("worker.rollout.n"), "{e}");
+        let e = Config::resolve(None, &["worker.rollout.n=abc".into()]).err().unwrap_or_default();
+        assert!(e.contains("wrong type"), "{e}");
+        let e = Config::resolve(None, &["novalue".into()]).err().unwrap_or_default();
+        assert!(e.contains("key=value"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_round_trips() -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("sf-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[worker.rollout]\nn = 4\n[trainer]\ntotal_steps = 7\n").map_err(|e| e.to_string())?;
+        let c = Config::resolve(Some(&f), &[])?;
+        assert_eq!(c.usize("worker.rollout.n")?, 4);
+        assert_eq!(c.usize("trainer.total_steps")?, 7);
+        std::fs::write(&f, c.to_toml()).map_err(|e| e.to_string())?;
+        assert_eq!(Config::resolve(Some(&f), &[])?, c);
+        std::fs::write(&f, "[worker]\nrolout = 1\n").map_err(|e| e.to_string())?;
+        assert!(Config::resolve(Some(&f), &[]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}

@@ -1,0 +1,485 @@
+//! The training step as plain functions over one seed question at a time, shared by the dataflow
+//! graph and by [`run_sequential`], the sequential reference loop the dataflow must reproduce
+//! exactly (staleness 0).
+
+use std::sync::Arc;
+
+use image::DynamicImage;
+use serde::{Deserialize, Serialize};
+use shareflow_operators::advantage::{
+    AdvantageError, grpo_advantages, share_grpo_advantages, global_advantages,
+};
+use shareflow_operators::policy::{
+    KlPenalty, OptimConfig, Optimizer, Policy, PolicyError, PolicyModel, PpoConfig, Processor,
+    SamplingParams,
+};
+use shareflow_operators::reward::{RewardRule, rules::score_response};
+use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
+use shareflow_operators::rl::{ppo_update, rollout_seed};
+use shareflow_operators::task::{
+    Split, TaskSample, Variant, VisualTransform, expand_variants, format_question, shapes_sample,
+};
+use shareflow_operators::StdConvention;
+use shareflow_runtime::rng::DetRng;
+
+use super::config::Config;
+
+/// Which stock graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GraphKind {
+    /// Variant expansion, hierarchical advantages, cross-variant sharing.
+    ShareGrpo,
+    /// One variant (the original question), n * m samples, GRPO advantages.
+    Grpo,
+    /// Supervised fine-tuning on the task's reference responses.
+    Sft,
+}
+
+impl GraphKind {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "share-grpo" | "share_grpo" => Ok(Self::ShareGrpo),
+            "grpo" => Ok(Self::Grpo),
+            "sft" => Ok(Self::Sft),
+            other => Err(format!("unknown graph `{other}`: expected share-grpo, grpo or sft")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ShareGrpo => "share-grpo",
+            Self::Grpo => "grpo",
+            Self::Sft => "sft",
+        }
+    }
+}
+
+/// Typed settings of a run, from a [`Config`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub graph: GraphKind,
+    pub run_seed: u64,
+    pub steps: usize,
+    pub batch: usize,
+    /// Variants per seed (1 for grpo).
+    pub m: usize,
+    /// Responses per variant (n * question_num for grpo).
+    pub n: usize,
+    pub convention: StdConvention,
+    pub local_advantage: bool,
+    pub sampling: SamplingParams,
+    pub transform_prob: f64,
+    pub val_size: usize,
+    pub val_sampling: SamplingParams,
+    pub val_n: usize,
+    pub val_freq: usize,
+    pub val_before_train: bool,
+    pub save_freq: usize,
+    pub max_staleness: usize,
+    pub update: UpdateConfig,
+    pub optim: OptimConfig,
+    pub model_path: String,
+    pub freeze_vision: bool,
+    pub workers: usize,
+    pub sft_lr: f64,
+    pub output_dir: String,
+    pub experiment_name: String,
+}
+
+/// The task's questions do not depend on the run seed: runs with different seeds see the same
+/// questions in the same order and differ in their sampling.
+pub const TASK_SEED: u64 = 0;
+
+impl Settings {
+    pub fn from_config(c: &Config, graph: GraphKind) -> Result<Self, String> {
+        let m_cfg = c.positive("worker.rollout.question_num")?;
+        let n_cfg = c.positive("worker.rollout.n")?;
+        let (m, n) = match graph {
+            GraphKind::ShareGrpo => (m_cfg, n_cfg),
+            GraphKind::Grpo | GraphKind::Sft => (1, n_cfg * m_cfg),
+        };
+        if graph == GraphKind::ShareGrpo && n < 2 {
+            return Err("`worker.rollout.n` must be at least 2 (a variant's std needs two responses)".into());
+        }
+        let estimator = c.str("algorithm.adv_estimator")?;
+        match (graph, estimator.as_str()) {
+            (GraphKind::ShareGrpo, "share_grpo") | (GraphKind::Grpo, "grpo") | (GraphKind::Sft, _) => {}
+            (GraphKind::ShareGrpo, "grpo") | (GraphKind::Grpo, "share_grpo") => {
+                return Err(format!(
+                    "`algorithm.adv_estimator` = {estimator} contradicts --graph {}; use --graph {}",
+                    graph.name(),
+                    if estimator == "grpo" { "grpo" } else { "share-grpo" }
+                ));
+            }
+            (_, other) => {
+                return Err(format!(
+                    "`algorithm.adv_estimator` = {other:?}: expected share_grpo or grpo"
+                ));
+            }
+        }
+        let convention = match c.str("algorithm.std")?.as_str() {
+            "reference" => StdConvention::Reference,
+            "paper" => StdConvention::Paper,
+            other => return Err(format!("`algorithm.std` = {other:?}: expected reference or paper")),
+        };
+        let top_k = c.int("worker.rollout.top_k")?;
+        let max_new = c.positive("data.max_response_length")?;
+        let temperature = c.float("worker.rollout.temperature")?;
+        if temperature <= 0.0 {
+            return Err("`worker.rollout.temperature` must be positive".into());
+        }
+        let top_p = c.float("worker.rollout.top_p")?;
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err("`worker.rollout.top_p` must be in (0, 1]".into());
+        }
+        let sampling = SamplingParams {
+            temperature,
+            top_p,
+            top_k: usize::try_from(top_k).unwrap_or(0),
+            max_new_tokens: max_new,
+            stop: Vec::new(),
+        };
+        let val_sampling = SamplingParams {
+            temperature: c.float("worker.rollout.val_temperature")?,
+            ..sampling.clone()
+        };
+        let betas = c.floats("worker.actor.optim.betas")?;
+        let [b1, b2] = betas.as_slice() else {
+            return Err("`worker.actor.optim.betas` must hold two numbers".into());
+        };
+        let mgn = c.float("worker.actor.optim.max_grad_norm")?;
+        let optim = OptimConfig {
+            lr: c.float("worker.actor.optim.lr")?,
+            betas: (*b1, *b2),
+            eps: 1e-8,
+            weight_decay: c.float("worker.actor.optim.weight_decay")?,
+            max_grad_norm: (mgn > 0.0).then_some(mgn),
+        };
+        let ppo = PpoConfig {
+            clip_ratio_low: c.float("worker.actor.clip_ratio_low")?,
+            clip_ratio_high: c.float("worker.actor.clip_ratio_high")?,
+            clip_ratio_dual: c.float("worker.actor.clip_ratio_dual")?,
+            kl: None,
+        };
+        ppo.validate().map_err(|e| e.to_string())?;
+        let _ = KlPenalty::Kl;
+        let update = UpdateConfig {
+            ppo,
+            mini_batch_rows: c.positive("worker.actor.global_batch_size")?,
+            micro_batch_rows: c.positive("worker.actor.micro_batch_size_per_device_for_update")?,
+            ppo_epochs: c.positive("worker.actor.ppo_epochs")?,
+            temperature,
+            shuffle: c.bool("worker.actor.shuffle")?,
+        };
+        if c.str("data.train")? != "shapes" {
+            return Err(format!(
+                "`data.train` = {:?}: only the embedded `shapes` task is supported so far",
+                c.str("data.train")?
+            ));
+        }
+        let run_seed = u64::try_from(c.int("trainer.seed")?)
+            .map_err(|_| "`trainer.seed` must not be negative".to_string())?;
+        Ok(Self {
+            graph,
+            run_seed,
+            steps: match graph {
+                GraphKind::Sft => c.positive("sft.steps")?,
+                _ => c.positive("trainer.total_steps")?,
+            },
+            batch: match graph {
+                GraphKind::Sft => c.positive("sft.batch_size")?,
+                _ => c.positive("data.rollout_batch_size")?,
+            },
+            m,
+            n,
+            convention,
+            local_advantage: c.bool("algorithm.local_advantage")?,
+            sampling,
+            transform_prob: c.float("worker.rollout.transform_prob")?,
+            val_size: c.usize("data.val_size")?,
+            val_sampling,
+            val_n: c.positive("worker.rollout.val_n")?,
+            val_freq: c.usize("trainer.val_freq")?,
+            val_before_train: c.bool("trainer.val_before_train")?,
+            save_freq: c.usize("trainer.save_freq")?,
+            max_staleness: c.usize("trainer.max_staleness")?,
+            update,
+            optim: OptimConfig {
+                lr: match graph {
+                    GraphKind::Sft => c.float("sft.lr")?,
+                    _ => optim.lr,
+                },
+                ..optim
+            },
+            model_path: c.str("worker.actor.model.model_path")?,
+            freeze_vision: c.bool("worker.actor.freeze_vision_tower")?,
+            workers: c.positive("trainer.workers")?,
+            sft_lr: c.float("sft.lr")?,
+            output_dir: c.str("trainer.output_dir")?,
+            experiment_name: c.str("trainer.experiment_name")?,
+        })
+    }
+}
+
+/// The seed questions of a training step.
+pub fn step_questions(s: &Settings, step: u64) -> Vec<TaskSample> {
+    let start = step * s.batch as u64;
+    (start..start + s.batch as u64)
+        .map(|i| shapes_sample(TASK_SEED, Split::Train, i))
+        .collect()
+}
+
+/// A seed's variants: Share-GRPO expands to m variants (rewrites + visual transforms); GRPO keeps
+/// the original question and image.
+pub fn variants_of(s: &Settings, sample: &TaskSample, step: u64) -> Vec<Variant> {
+    match s.graph {
+        GraphKind::ShareGrpo => {
+            let mut rng = DetRng::derive(s.run_seed, step, &sample.id, 0);
+            expand_variants(&sample.texts(), &sample.image, &sample.id, s.m, s.transform_prob, &mut rng)
+        }
+        GraphKind::Grpo | GraphKind::Sft => vec![Variant {
+            seed_id: sample.id.clone(),
+            k: 0,
+            question: format_question(&sample.question, VisualTransform::None),
+            text: sample.question.clone(),
+            image: sample.image.clone(),
+            transform: VisualTransform::None,
+        }],
+    }
+}
+
+/// The model inputs of a variant.
+pub fn prompt_of(processor: &Processor, v: &Variant) -> Result<PromptInput, PolicyError> {
+    let p = processor.prompt(&v.question, &[DynamicImage::ImageRgb8(v.image.clone())])?;
+    Ok(PromptInput {
+        ids: Arc::new(p.ids),
+        images: Arc::new(p.images),
+    })
+}
+
+/// A response's reward under the `math` rule, with its decoded text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Graded {
+    pub text: String,
+    pub overall: f64,
+    pub format: f64,
+    pub accuracy: f64,
+}
+
+pub fn grade(processor: &Processor, r: &Response, answer: &str) -> Result<Graded, PolicyError> {
+    let text = processor.decode(&r.tokens, true)?;
+    let (score, _) = score_response(RewardRule::Math, &text, answer);
+    Ok(Graded {
+        text,
+        overall: score.overall,
+        format: score.format,
+        accuracy: score.accuracy,
+    })
+}
+
+/// Advantages of training rows `(context k, variant j, sample i, advantage)` of one seed, from
+/// its rewards `rewards[j * n + i]`, in (k, j, i) order.
+pub fn seed_rows(s: &Settings, rewards: &[f64]) -> Result<Vec<(usize, usize, usize, f64)>, AdvantageError> {
+    match s.graph {
+        GraphKind::ShareGrpo if s.local_advantage => {
+            Ok(share_grpo_advantages(rewards, s.m, s.n, s.convention)?.rows().collect())
+        }
+        GraphKind::ShareGrpo => {
+            let g = global_advantages(rewards, s.m, s.convention)?;
+            Ok((0..s.m)
+                .flat_map(|k| (0..s.m).flat_map(move |j| (0..s.n).map(move |i| (k, j, i))))
+                .map(|(k, j, i)| (k, j, i, g[j * s.n + i]))
+                .collect())
+        }
+        GraphKind::Grpo | GraphKind::Sft => Ok(grpo_advantages(rewards)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| (0, 0, i, a))
+            .collect()),
+    }
+}
+
+/// What one step produced, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStats {
+    pub responses: usize,
+    pub reward_overall: f64,
+    pub reward_format: f64,
+    pub reward_accuracy: f64,
+    pub response_length: f64,
+    /// Seeds whose rewards all tie (advantage vanishing) over seeds.
+    pub tied_fraction: f64,
+    pub seeds: usize,
+}
+
+/// Rollout, grading and rows of one seed (the sequential path; the dataflow splits this across
+/// operators). Returns the rows and the graded responses `[j][i]`.
+pub fn seed_step(
+    s: &Settings,
+    model: &PolicyModel,
+    processor: &Processor,
+    sample: &TaskSample,
+    step: u64,
+) -> Result<(Vec<UpdateRow>, Vec<Vec<Graded>>), PolicyError> {
+    let variants = variants_of(s, sample, step);
+    let prompts: Vec<PromptInput> = variants
+        .iter()
+        .map(|v| prompt_of(processor, v))
+        .collect::<Result<_, _>>()?;
+    let mut params = s.sampling.clone();
+    params.stop = processor.eos_ids();
+    let responses = rollout_seed(model, &sample.id, &prompts, s.n, &params, s.run_seed, step)?;
+    let graded: Vec<Vec<Graded>> = responses
+        .iter()
+        .map(|rs| rs.iter().map(|r| grade(processor, r, &sample.answer)).collect())
+        .collect::<Result<_, _>>()?;
+    let rewards: Vec<f64> = graded.iter().flatten().map(|g| g.overall).collect();
+    let rows = seed_rows(s, &rewards).map_err(|e| PolicyError::Input(e.to_string()))?;
+    Ok((
+        rows.into_iter()
+            .map(|(k, j, i, a)| UpdateRow {
+                prompt: prompts[k].clone(),
+                response: Arc::new(responses[j][i].tokens.clone()),
+                advantage: a,
+            })
+            .collect(),
+        graded,
+    ))
+}
+
+/// Summary of a step's graded responses.
+pub fn rollout_stats(groups: &[Vec<Vec<Graded>>], lengths: &[usize]) -> RolloutStats {
+    let all: Vec<&Graded> = groups.iter().flatten().flatten().collect();
+    let n = all.len().max(1) as f64;
+    let tied = groups
+        .iter()
+        .filter(|g| {
+            let r: Vec<f64> = g.iter().flatten().map(|x| x.overall).collect();
+            r.windows(2).all(|w| w[0] == w[1])
+        })
+        .count();
+    RolloutStats {
+        responses: all.len(),
+        reward_overall: all.iter().map(|g| g.overall).sum::<f64>() / n,
+        reward_format: all.iter().map(|g| g.format).sum::<f64>() / n,
+        reward_accuracy: all.iter().map(|g| g.accuracy).sum::<f64>() / n,
+        response_length: lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64,
+        tied_fraction: tied as f64 / groups.len().max(1) as f64,
+        seeds: groups.len(),
+    }
+}
+
+/// Evaluation on the eval split: the original questions, `val_n` samples each at the evaluation
+/// temperature. Returns (mean accuracy, mean overall reward).
+pub fn evaluate(s: &Settings, model: &PolicyModel, processor: &Processor) -> Result<(f64, f64), PolicyError> {
+    if s.val_size == 0 {
+        return Ok((0.0, 0.0));
+    }
+    let mut params = s.val_sampling.clone();
+    params.stop = processor.eos_ids();
+    let mut acc = 0.0;
+    let mut reward = 0.0;
+    let mut count = 0usize;
+    let samples: Vec<TaskSample> = (0..s.val_size as u64)
+        .map(|i| shapes_sample(TASK_SEED, Split::Eval, i))
+        .collect();
+    for chunk in samples.chunks(16) {
+        let mut prompts = Vec::new();
+        for smp in chunk {
+            let v = Variant {
+                seed_id: smp.id.clone(),
+                k: 0,
+                question: format_question(&smp.question, VisualTransform::None),
+                text: smp.question.clone(),
+                image: smp.image.clone(),
+                transform: VisualTransform::None,
+            };
+            prompts.push(prompt_of(processor, &v)?);
+        }
+        let mut inputs = Vec::new();
+        let mut rngs = Vec::new();
+        for (p, smp) in prompts.iter().zip(chunk) {
+            for i in 0..s.val_n {
+                inputs.push((p.ids.as_slice(), p.images.as_slice()));
+                rngs.push(DetRng::derive(s.run_seed, u64::MAX, &smp.id, i as u64));
+            }
+        }
+        let gens = model.generate(&inputs, &params, &mut rngs)?;
+        for (idx, g) in gens.iter().enumerate() {
+            let smp = &chunk[idx / s.val_n];
+            let text = processor.decode(&g.tokens, true)?;
+            let (score, _) = score_response(RewardRule::Math, &text, &smp.answer);
+            acc += score.accuracy;
+            reward += score.overall;
+            count += 1;
+        }
+    }
+    Ok((acc / count.max(1) as f64, reward / count.max(1) as f64))
+}
+
+/// Sorts a step's rows into the canonical order the update consumes (seed order of the step,
+/// then context, variant, sample), so any arrival order gives the same update.
+pub fn canonical_order<T>(rows: &mut [(usize, usize, usize, usize, T)]) {
+    rows.sort_by_key(|r| (r.0, r.1, r.2, r.3));
+}
+
+/// The update of one step (rows already in canonical order).
+pub fn update_step(
+    s: &Settings,
+    model: &PolicyModel,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    step: u64,
+) -> Result<UpdateStats, PolicyError> {
+    let mut rng = DetRng::derive(s.run_seed, step, "update", 0);
+    ppo_update(model, opt, rows, &s.update, &mut rng)
+}
+
+/// One row of the metrics log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub policy_version: u64,
+    pub rollout: RolloutStats,
+    pub update: UpdateStats,
+    pub val_accuracy: Option<f64>,
+    pub val_reward: Option<f64>,
+    pub rollout_seconds: f64,
+    pub update_seconds: f64,
+    pub step_seconds: f64,
+    pub generated_tokens: usize,
+}
+
+/// The sequential reference loop over the same functions as the dataflow (staleness 0): for each
+/// step, roll out every seed with the current weights, grade, compute advantages, update. Calls
+/// `on_step` after each step.
+pub fn run_sequential(
+    s: &Settings,
+    policy: &Policy,
+    opt: &mut Optimizer,
+    mut on_step: impl FnMut(&StepRecord),
+) -> Result<(), PolicyError> {
+    for step in 0..s.steps as u64 {
+        let mut rows = Vec::new();
+        let mut groups = Vec::new();
+        let mut lengths = Vec::new();
+        for sample in step_questions(s, step) {
+            let (r, g) = seed_step(s, &policy.model, &policy.processor, &sample, step)?;
+            for row in r.iter().take(0) {
+                lengths.push(row.response.len());
+            }
+            rows.extend(r);
+            groups.push(g);
+        }
+        let stats = update_step(s, &policy.model, opt, &rows, step)?;
+        lengths.extend(rows.iter().map(|r| r.response.len()));
+        on_step(&StepRecord {
+            step,
+            policy_version: step + 1,
+            rollout: rollout_stats(&groups, &lengths),
+            update: stats,
+            ..StepRecord::default()
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! The policy-side steps of an RL training step, as plain functions the dataflow operators (and a
+//! sequential reference loop) call: sampling a seed's responses ([`rollout_seed`]) and the PPO
+//! update over a step's training rows ([`ppo_update`]: recompute old log-probs, then mini-batches
+//! of micro-batches, gradient accumulation, AdamW).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use shareflow_runtime::rng::DetRng;
+
+use crate::policy::candle::{DType, Device, Tensor};
+use crate::policy::{
+    GradAccumulator, Optimizer, PixelValues, PolicyModel, PpoConfig, PolicyError, Result,
+    SamplingParams, ScoreOptions, Sequence, ppo_loss,
+};
+
+/// One variant's prompt, ready for the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptInput {
+    /// Token ids (chat template applied, image placeholders expanded).
+    pub ids: Arc<Vec<u32>>,
+    /// Pixel values of the prompt's images.
+    pub images: Arc<Vec<PixelValues>>,
+}
+
+/// One sampled response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Response tokens (including the stop token when one ended it).
+    pub tokens: Vec<u32>,
+    /// Sampler log-probs, one per token.
+    pub log_probs: Vec<f32>,
+    /// Whether a stop token ended it.
+    pub stopped: bool,
+    /// The policy version that generated it.
+    pub version: u64,
+}
+
+/// Samples `n` responses for each of a seed's variants in one batch. Response i of variant j uses
+/// the random stream (run_seed, step, (seed, j), i), so it does not depend on which worker or
+/// batch produced it; the batch is always exactly one seed's m*n prompts, so padding (and thus
+/// floating-point rounding) is the same wherever it runs. Returns `[j][i]`.
+pub fn rollout_seed(
+    model: &PolicyModel,
+    seed: &str,
+    variants: &[PromptInput],
+    n: usize,
+    params: &SamplingParams,
+    run_seed: u64,
+    step: u64,
+) -> Result<Vec<Vec<Response>>> {
+    let mut inputs: Vec<(&[u32], &[PixelValues])> = Vec::with_capacity(variants.len() * n);
+    let mut rngs = Vec::with_capacity(variants.len() * n);
+    for (j, v) in variants.iter().enumerate() {
+        for i in 0..n {
+            inputs.push((v.ids.as_slice(), v.images.as_slice()));
+            rngs.push(DetRng::derive(run_seed, step, &(seed, j), i as u64));
+        }
+    }
+    let gens = model.generate(&inputs, params, &mut rngs)?;
+    let mut out: Vec<Vec<Response>> = (0..variants.len()).map(|_| Vec::with_capacity(n)).collect();
+    for (idx, g) in gens.into_iter().enumerate() {
+        out[idx / n.max(1)].push(Response {
+            tokens: g.tokens,
+            log_probs: g.log_probs,
+            stopped: g.stopped,
+            version: g.policy_version,
+        });
+    }
+    Ok(out)
+}
+
+/// A training row as the update needs it: a response under a (possibly other variant's) prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateRow {
+    pub prompt: PromptInput,
+    pub response: Arc<Vec<u32>>,
+    pub advantage: f64,
+}
+
+/// Settings of [`ppo_update`] (EasyR1's `worker.actor.*` names in the comments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateConfig {
+    /// Clipping and KL settings.
+    pub ppo: PpoConfig,
+    /// Rows per optimizer step (`global_batch_size`).
+    pub mini_batch_rows: usize,
+    /// Rows per forward/backward pass (`micro_batch_size_per_device_for_update`).
+    pub micro_batch_rows: usize,
+    /// Passes over the step's rows (`ppo_epochs`).
+    pub ppo_epochs: usize,
+    /// Temperature the log-probs are computed at (the rollout temperature, as verl does).
+    pub temperature: f64,
+    /// Shuffle rows between mini-batches (`shuffle`), from the step's random stream.
+    pub shuffle: bool,
+}
+
+/// Means over the optimizer steps of one update (names as the reference logs them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateStats {
+    pub pg_loss: f64,
+    pub pg_clipfrac_higher: f64,
+    pub pg_clipfrac_lower: f64,
+    pub ppo_kl: f64,
+    pub entropy_loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub optimizer_steps: usize,
+    /// Optimizer steps skipped because the gradient norm was not finite.
+    pub skipped_steps: usize,
+    pub response_tokens: usize,
+}
+
+fn sequences(rows: &[&UpdateRow]) -> (Vec<Vec<u32>>, Vec<usize>) {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut plens = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut s = r.prompt.ids.as_ref().clone();
+        s.extend(r.response.iter());
+        plens.push(r.prompt.ids.len());
+        ids.push(s);
+    }
+    (ids, plens)
+}
+
+fn score_rows(
+    model: &PolicyModel,
+    rows: &[&UpdateRow],
+    temperature: f64,
+) -> Result<crate::policy::Scores> {
+    let (ids, plens) = sequences(rows);
+    let batch: Vec<Sequence<'_>> = ids
+        .iter()
+        .zip(&plens)
+        .zip(rows)
+        .map(|((ids, &p), r)| Sequence {
+            ids,
+            prompt_len: p,
+            images: &r.prompt.images,
+        })
+        .collect();
+    model.score(
+        &batch,
+        &ScoreOptions {
+            temperature,
+            entropy: false,
+        },
+    )
+}
+
+/// The PPO update of one step: old log-probs of every row under the current policy (the
+/// reference recomputes them rather than trusting the sampler), then `ppo_epochs` passes of
+/// mini-batches; each mini-batch is split into micro-batches whose losses are scaled by their
+/// share of the mini-batch's response tokens (a token-level mean over the mini-batch), summed, and
+/// applied with one AdamW step. A mini-batch whose gradient norm is not finite is skipped (the
+/// parameters stay as they were) and counted.
+pub fn ppo_update(
+    model: &PolicyModel,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    cfg: &UpdateConfig,
+    rng: &mut DetRng,
+) -> Result<UpdateStats> {
+    if rows.is_empty() {
+        return Ok(UpdateStats::default());
+    }
+    if cfg.mini_batch_rows == 0 || cfg.micro_batch_rows == 0 {
+        return Err(PolicyError::Input(
+            "ppo_update: mini- and micro-batch sizes must be positive".into(),
+        ));
+    }
+    let device = model.device().clone();
+    // Old log-probs, micro-batch by micro-batch, without a gradient.
+    let mut old: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
+    let refs: Vec<&UpdateRow> = rows.iter().collect();
+    for chunk in refs.chunks(cfg.micro_batch_rows) {
+        let s = score_rows(model, chunk, cfg.temperature)?;
+        for b in 0..chunk.len() {
+            old.push(s.row(b)?);
+        }
+    }
+    let mut stats = UpdateStats::default();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    for _ in 0..cfg.ppo_epochs.max(1) {
+        if cfg.shuffle {
+            rng.shuffle(&mut order);
+        }
+        for mini in order.chunks(cfg.mini_batch_rows) {
+            let tokens: usize = mini.iter().map(|&r| rows[r].response.len()).sum();
+            if tokens == 0 {
+                continue;
+            }
+            let mut acc: GradAccumulator = opt.accumulator();
+            let mut terms_sum = [0f64; 5];
+            for micro in mini.chunks(cfg.micro_batch_rows) {
+                let mrows: Vec<&UpdateRow> = micro.iter().map(|&r| &rows[r]).collect();
+                let s = score_rows(model, &mrows, cfg.temperature)?;
+                let t = s.log_probs.dim(1)?;
+                let mut old_flat = Vec::with_capacity(micro.len() * t);
+                let mut adv = Vec::with_capacity(micro.len());
+                for &r in micro {
+                    let mut o = old[r].clone();
+                    o.resize(t, 0.0);
+                    old_flat.extend(o);
+                    adv.push(rows[r].advantage as f32);
+                }
+                let old_t = Tensor::from_vec(old_flat, (micro.len(), t), &device)?;
+                let adv_t = Tensor::from_vec(adv, micro.len(), &device)?;
+                let terms = ppo_loss(&s.log_probs, &old_t, &adv_t, &s.mask, None, &cfg.ppo)?;
+                let micro_tokens: usize = micro.iter().map(|&r| rows[r].response.len()).sum();
+                let share = micro_tokens as f64 / tokens as f64;
+                if !terms.pg_loss.is_finite() {
+                    return Err(PolicyError::NonFinite(format!(
+                        "policy loss {} in a micro-batch of {} rows",
+                        terms.pg_loss,
+                        micro.len()
+                    )));
+                }
+                acc.backward(&terms.loss, share)?;
+                for (slot, v) in terms_sum.iter_mut().zip([
+                    terms.pg_loss,
+                    terms.pg_clipfrac_higher,
+                    terms.pg_clipfrac_lower,
+                    terms.ppo_kl,
+                    terms.entropy_loss,
+                ]) {
+                    *slot += v * share;
+                }
+            }
+            match opt.step(&acc.take()) {
+                Ok(st) => {
+                    stats.grad_norm += st.grad_norm;
+                    stats.lr = st.lr;
+                    stats.optimizer_steps += 1;
+                }
+                Err(PolicyError::NonFinite(msg)) => {
+                    tracing::warn!("skipping an optimizer step: {msg}");
+                    stats.skipped_steps += 1;
+                }
+                Err(e) => return Err(e),
+            }
+            stats.pg_loss += terms_sum[0];
+            stats.pg_clipfrac_higher += terms_sum[1];
+            stats.pg_clipfrac_lower += terms_sum[2];
+            stats.ppo_kl += terms_sum[3];
+            stats.entropy_loss += terms_sum[4];
+            stats.response_tokens += tokens;
+        }
+    }
+    let n = (stats.optimizer_steps + stats.skipped_steps).max(1) as f64;
+    stats.pg_loss /= n;
+    stats.pg_clipfrac_higher /= n;
+    stats.pg_clipfrac_lower /= n;
+    stats.ppo_kl /= n;
+    stats.entropy_loss /= n;
+    if stats.optimizer_steps > 0 {
+        stats.grad_norm /= stats.optimizer_steps as f64;
+    }
+    Ok(stats)
+}
+
+/// Mean token-level negative log-likelihood of the responses (SFT), with a gradient; and the
+/// number of response tokens.
+pub fn nll_loss(model: &PolicyModel, rows: &[&UpdateRow]) -> Result<(Tensor, usize)> {
+    let s = score_rows(model, rows, 1.0)?;
+    let tokens = s.mask.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? as usize;
+    let loss = (s.log_probs.mul(&s.mask)?.sum_all()?.neg()? / tokens.max(1) as f64)?;
+    Ok((loss, tokens))
+}
+
+/// The device rollouts and updates run on (CPU; the `cuda` feature is not wired yet).
+pub fn default_device() -> Device {
+    Device::Cpu
+}
