@@ -5,7 +5,9 @@
 //! and `r1v` rules and a `mathruler`-compatible grader ([`reward`]), local normalisation
 //! ([`NormalizeLocal`]), global normalisation ([`NormalizeGlobal`]), cross-variant sharing
 //! ([`ShareAcrossVariants`]) and plain GRPO normalisation ([`NormalizeGrpo`]); the maths lives in
-//! [`advantage`]. Depends on shareflow-runtime and timely.
+//! [`advantage`]. The embedded "shapes" visual-reasoning task and Share-GRPO's variant expansion
+//! (textual rewrites, visual transforms, compensatory and format prompts) are in [`task`].
+//! Depends on shareflow-runtime and timely.
 
 pub mod advantage;
 pub mod normalize_global;
@@ -16,6 +18,7 @@ pub mod rl;
 pub mod reward;
 pub mod score;
 pub mod share;
+pub mod task;
 
 pub use advantage::StdConvention;
 pub use normalize_global::NormalizeGlobal;
