@@ -10,4 +10,5 @@ pub use shareflow_graphs as graphs;
 pub use shareflow_operators as operators;
 pub use shareflow_runtime as runtime;
 
+pub mod embedded;
 pub mod tools;

@@ -46,6 +46,27 @@ enum Command {
     Logprobs(LogprobsCmd),
     /// Sample responses to a question (with images) from a Hugging Face checkpoint.
     Generate(GenerateCmd),
+    /// Train a policy with a stock graph (Share-GRPO by default) on the embedded task.
+    Train(TrainCmd),
+}
+
+#[derive(Debug, Args)]
+struct TrainCmd {
+    /// TOML file of configuration keys (`shareflow train --list-config` lists them).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one key, e.g. `--set worker.rollout.n=4`; repeatable, applied after --config.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// The graph: share-grpo, grpo or sft.
+    #[arg(long, default_value = "share-grpo")]
+    graph: String,
+    /// Print every configuration key with its default and meaning, then exit.
+    #[arg(long)]
+    list_config: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +297,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "logprobs": r.log_probs,
             });
             write_lines(None, &[out.to_string()])?;
+        }
+        Command::Train(cmd) => {
+            if cmd.list_config {
+                write_lines(None, &[shareflow::graphs::train::describe()])?;
+                return Ok(());
+            }
+            let graph = shareflow::graphs::train::GraphKind::parse(&cmd.graph)
+                .map_err(anyhow::Error::msg)?;
+            let run =
+                shareflow::tools::train::train(cmd.config.as_deref(), &cmd.sets, graph, cmd.quiet)?;
+            write_lines(None, &[serde_json::to_string_pretty(&run.summary)?])?;
         }
         Command::Generate(cmd) => {
             if cmd.n == 0 {

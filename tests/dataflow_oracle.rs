@@ -9,7 +9,7 @@ use std::net::TcpListener;
 
 use shareflow::graphs::Estimator;
 use shareflow::operators::StdConvention;
-use shareflow::operators::advantage::{grpo_advantages, share_grpo_advantages};
+use shareflow::operators::advantage::{global_advantages, grpo_advantages, share_grpo_advantages};
 use shareflow::runtime::{ClusterConfig, DetRng};
 use shareflow::tools::advantages::{Response, Row, run_advantages};
 
@@ -77,6 +77,16 @@ fn oracle(input: &[Response], estimator: Estimator) -> Vec<Row> {
                 let adv = share_grpo_advantages(&rewards, m, n, conv).expect("well-formed input");
                 rows.extend(adv.rows().map(|(k, j, i, a)| row(k, j, i, a)));
             }
+            Estimator::ShareGrpoGlobalOnly(conv) => {
+                let g = global_advantages(&rewards, m, conv).expect("well-formed input");
+                for k in 0..m {
+                    for j in 0..m {
+                        for i in 0..n {
+                            rows.push(row(k, j, i, g[j * n + i]));
+                        }
+                    }
+                }
+            }
             Estimator::Grpo => {
                 let adv = grpo_advantages(&rewards).expect("well-formed input");
                 rows.extend(rs.iter().zip(adv).map(|(r, a)| {
@@ -107,6 +117,7 @@ fn dataflow_equals_oracle_for_any_workers_and_order() {
     for (case, estimator) in [
         Estimator::ShareGrpo(StdConvention::Reference),
         Estimator::ShareGrpo(StdConvention::Paper),
+        Estimator::ShareGrpoGlobalOnly(StdConvention::Reference),
         Estimator::Grpo,
     ]
     .into_iter()

@@ -5,10 +5,11 @@
 
 use timely::dataflow::Stream;
 use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Map;
 
 use shareflow_operators::{
-    GroupShape, Issue, NormalizeGlobal, NormalizeGrpo, NormalizeLocal, Scored, ShareAcrossVariants,
-    StdConvention, TrainRow,
+    GroupShape, Issue, LocalAdvantaged, NormalizeGlobal, NormalizeGrpo, NormalizeLocal, Scored,
+    ShareAcrossVariants, StdConvention, TrainRow,
 };
 use shareflow_runtime::Step;
 
@@ -17,6 +18,9 @@ use shareflow_runtime::Step;
 pub enum Estimator {
     /// Hierarchical (global + local) advantages with cross-variant sharing.
     ShareGrpo(StdConvention),
+    /// Global advantages only (no local term), shared across variants: the ablation of the
+    /// hierarchical estimator.
+    ShareGrpoGlobalOnly(StdConvention),
     /// Plain GRPO over each seed's responses (variants, if any, are not shared).
     Grpo,
 }
@@ -41,6 +45,14 @@ pub fn advantage_stage<'scope, P: timely::ExchangeData + Clone>(
                 groups.share_across_variants(),
                 local_issues.concat(global_issues),
             )
+        }
+        Estimator::ShareGrpoGlobalOnly(convention) => {
+            let local = scored.map(|scored| LocalAdvantaged {
+                scored,
+                local: Some(0.0),
+            });
+            let (groups, issues) = local.normalize_global(convention, shape);
+            (groups.share_across_variants(), issues)
         }
         Estimator::Grpo => scored.normalize_grpo(shape.map(|s| (s.m * s.n) as usize)),
     }

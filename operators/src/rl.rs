@@ -10,7 +10,7 @@ use shareflow_runtime::rng::DetRng;
 
 use crate::policy::candle::{DType, Device, Tensor};
 use crate::policy::{
-    GradAccumulator, Optimizer, PixelValues, PolicyModel, PpoConfig, PolicyError, Result,
+    GradAccumulator, Optimizer, PixelValues, PolicyError, PolicyModel, PpoConfig, Result,
     SamplingParams, ScoreOptions, Sequence, ppo_loss,
 };
 

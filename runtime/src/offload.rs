@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use timely::ExchangeData;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
-use timely::ExchangeData;
 
 use crate::Step;
 
@@ -80,7 +80,9 @@ where
                         b.clear();
                     }
                     if let Some(cap) = cap.retain_least(port) {
-                        pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                        pending
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, Vec::new()));
                     }
                 });
                 let Some(ends) = &ends else {

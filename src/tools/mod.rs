@@ -4,7 +4,9 @@
 
 pub mod advantages;
 pub mod jsonl;
+pub mod plot;
 pub mod score;
+pub mod train;
 
 use shareflow_operators::Issue;
 use shareflow_runtime::RuntimeError;

@@ -24,47 +24,207 @@ fn s(v: &str) -> Value {
 pub fn keys() -> Vec<KeyDef> {
     let k = |key: &'static str, default: Value, doc: &'static str| KeyDef { key, default, doc };
     vec![
-        k("data.train", s("shapes"), "training questions: `shapes` (the embedded task)"),
-        k("data.rollout_batch_size", Value::Integer(8), "seed questions per training step"),
-        k("data.val_size", Value::Integer(64), "evaluation questions (the embedded task's eval split)"),
-        k("data.image_size", Value::Integer(56), "side of the embedded task's square images, pixels"),
-        k("data.max_response_length", Value::Integer(40), "maximum new tokens per response"),
-        k("algorithm.adv_estimator", s("share_grpo"), "`share_grpo` (hierarchical + sharing) or `grpo`"),
-        k("algorithm.std", s("reference"), "global std over the m*m*n rows (`reference`, as the release) or the m*n responses (`paper`)"),
-        k("algorithm.local_advantage", Value::Boolean(true), "add the local (per-variant) advantage on k == j rows; false = global only"),
-        k("worker.rollout.n", Value::Integer(6), "responses per variant (per question for grpo: n * question_num)"),
-        k("worker.rollout.question_num", Value::Integer(2), "variants per seed question, m (share_grpo)"),
-        k("worker.rollout.temperature", Value::Float(1.0), "sampling temperature (also used to score log-probs)"),
-        k("worker.rollout.top_p", Value::Float(0.99), "nucleus sampling mass"),
-        k("worker.rollout.top_k", Value::Integer(-1), "top-k sampling (-1: off)"),
-        k("worker.rollout.transform_prob", Value::Float(0.3), "probability of a visual transform per variant"),
-        k("worker.rollout.val_temperature", Value::Float(0.5), "evaluation sampling temperature (the reference's override)"),
-        k("worker.rollout.val_n", Value::Integer(1), "responses per evaluation question"),
-        k("worker.actor.model.model_path", s("embedded"), "checkpoint directory, or `embedded` for the shipped tiny Qwen2.5-VL"),
-        k("worker.actor.freeze_vision_tower", Value::Boolean(false), "keep the vision tower fixed"),
-        k("worker.actor.global_batch_size", Value::Integer(96), "training rows per optimizer step"),
-        k("worker.actor.micro_batch_size_per_device_for_update", Value::Integer(24), "rows per forward/backward pass"),
-        k("worker.actor.ppo_epochs", Value::Integer(1), "passes over a step's rows"),
-        k("worker.actor.shuffle", Value::Boolean(true), "shuffle rows before splitting into mini-batches"),
-        k("worker.actor.clip_ratio_low", Value::Float(0.2), "PPO clip below 1"),
-        k("worker.actor.clip_ratio_high", Value::Float(0.3), "PPO clip above 1"),
-        k("worker.actor.clip_ratio_dual", Value::Float(3.0), "dual clip for negative advantages"),
-        k("worker.actor.optim.lr", Value::Float(2e-4), "AdamW learning rate (the reference uses 1e-6 for 7B models)"),
-        k("worker.actor.optim.weight_decay", Value::Float(1e-2), "AdamW decoupled weight decay"),
-        k("worker.actor.optim.betas", Value::Array(vec![Value::Float(0.9), Value::Float(0.999)]), "AdamW betas"),
-        k("worker.actor.optim.max_grad_norm", Value::Float(1.0), "global gradient-norm clip"),
+        k(
+            "data.train",
+            s("shapes"),
+            "training questions: `shapes` (the embedded task)",
+        ),
+        k(
+            "data.rollout_batch_size",
+            Value::Integer(8),
+            "seed questions per training step",
+        ),
+        k(
+            "data.val_size",
+            Value::Integer(64),
+            "evaluation questions (the embedded task's eval split)",
+        ),
+        k(
+            "data.image_size",
+            Value::Integer(56),
+            "side of the embedded task's square images, pixels",
+        ),
+        k(
+            "data.max_response_length",
+            Value::Integer(40),
+            "maximum new tokens per response",
+        ),
+        k(
+            "algorithm.adv_estimator",
+            s("auto"),
+            "`auto` (follows --graph), `share_grpo` or `grpo`; must agree with --graph",
+        ),
+        k(
+            "algorithm.std",
+            s("reference"),
+            "global std over the m*m*n rows (`reference`, as the release) or the m*n responses (`paper`)",
+        ),
+        k(
+            "algorithm.local_advantage",
+            Value::Boolean(true),
+            "add the local (per-variant) advantage on k == j rows; false = global only",
+        ),
+        k(
+            "worker.rollout.n",
+            Value::Integer(6),
+            "responses per variant (per question for grpo: n * question_num)",
+        ),
+        k(
+            "worker.rollout.question_num",
+            Value::Integer(2),
+            "variants per seed question, m (share_grpo)",
+        ),
+        k(
+            "worker.rollout.temperature",
+            Value::Float(1.0),
+            "sampling temperature (also used to score log-probs)",
+        ),
+        k(
+            "worker.rollout.top_p",
+            Value::Float(0.99),
+            "nucleus sampling mass",
+        ),
+        k(
+            "worker.rollout.top_k",
+            Value::Integer(-1),
+            "top-k sampling (-1: off)",
+        ),
+        k(
+            "worker.rollout.transform_prob",
+            Value::Float(0.3),
+            "probability of a visual transform per variant",
+        ),
+        k(
+            "worker.rollout.val_temperature",
+            Value::Float(0.5),
+            "evaluation sampling temperature (the reference's override)",
+        ),
+        k(
+            "worker.rollout.val_n",
+            Value::Integer(1),
+            "responses per evaluation question",
+        ),
+        k(
+            "worker.actor.model.model_path",
+            s("embedded"),
+            "checkpoint directory, or `embedded` for the shipped tiny Qwen2.5-VL",
+        ),
+        k(
+            "worker.actor.freeze_vision_tower",
+            Value::Boolean(false),
+            "keep the vision tower fixed",
+        ),
+        k(
+            "worker.actor.global_batch_size",
+            Value::Integer(96),
+            "training rows per optimizer step",
+        ),
+        k(
+            "worker.actor.micro_batch_size_per_device_for_update",
+            Value::Integer(24),
+            "rows per forward/backward pass",
+        ),
+        k(
+            "worker.actor.ppo_epochs",
+            Value::Integer(1),
+            "passes over a step's rows",
+        ),
+        k(
+            "worker.actor.shuffle",
+            Value::Boolean(true),
+            "shuffle rows before splitting into mini-batches",
+        ),
+        k(
+            "worker.actor.clip_ratio_low",
+            Value::Float(0.2),
+            "PPO clip below 1",
+        ),
+        k(
+            "worker.actor.clip_ratio_high",
+            Value::Float(0.3),
+            "PPO clip above 1",
+        ),
+        k(
+            "worker.actor.clip_ratio_dual",
+            Value::Float(3.0),
+            "dual clip for negative advantages",
+        ),
+        k(
+            "worker.actor.optim.lr",
+            Value::Float(2e-4),
+            "AdamW learning rate (the reference uses 1e-6 for 7B models)",
+        ),
+        k(
+            "worker.actor.optim.weight_decay",
+            Value::Float(1e-2),
+            "AdamW decoupled weight decay",
+        ),
+        k(
+            "worker.actor.optim.betas",
+            Value::Array(vec![Value::Float(0.9), Value::Float(0.999)]),
+            "AdamW betas",
+        ),
+        k(
+            "worker.actor.optim.max_grad_norm",
+            Value::Float(1.0),
+            "global gradient-norm clip",
+        ),
         k("trainer.total_steps", Value::Integer(40), "training steps"),
-        k("trainer.max_staleness", Value::Integer(0), "0: synchronous on-policy; 1: rollout of step t+1 overlaps the update of step t"),
-        k("trainer.val_freq", Value::Integer(10), "evaluate every this many steps (0: only before/after)"),
-        k("trainer.val_before_train", Value::Boolean(true), "evaluate before the first step"),
-        k("trainer.save_freq", Value::Integer(0), "save a checkpoint every this many steps (0: only at the end)"),
-        k("trainer.output_dir", s("runs"), "runs are written to OUTPUT_DIR/EXPERIMENT_NAME"),
-        k("trainer.experiment_name", s("share-grpo"), "run directory name"),
-        k("trainer.seed", Value::Integer(1), "run seed: every random choice derives from it"),
-        k("trainer.workers", Value::Integer(1), "timely worker threads"),
-        k("sft.steps", Value::Integer(60), "SFT graph: optimizer steps"),
-        k("sft.batch_size", Value::Integer(32), "SFT graph: questions per step"),
-        k("sft.lr", Value::Float(1e-3), "SFT graph: AdamW learning rate"),
+        k(
+            "trainer.max_staleness",
+            Value::Integer(0),
+            "0: synchronous on-policy; 1: rollout of step t+1 overlaps the update of step t",
+        ),
+        k(
+            "trainer.val_freq",
+            Value::Integer(10),
+            "evaluate every this many steps (0: only before/after)",
+        ),
+        k(
+            "trainer.val_before_train",
+            Value::Boolean(true),
+            "evaluate before the first step",
+        ),
+        k(
+            "trainer.save_freq",
+            Value::Integer(0),
+            "save a checkpoint every this many steps (0: only at the end)",
+        ),
+        k(
+            "trainer.output_dir",
+            s("runs"),
+            "runs are written to OUTPUT_DIR/EXPERIMENT_NAME",
+        ),
+        k(
+            "trainer.experiment_name",
+            s("share-grpo"),
+            "run directory name",
+        ),
+        k(
+            "trainer.seed",
+            Value::Integer(1),
+            "run seed: every random choice derives from it",
+        ),
+        k(
+            "trainer.workers",
+            Value::Integer(1),
+            "timely worker threads",
+        ),
+        k(
+            "sft.steps",
+            Value::Integer(60),
+            "SFT graph: optimizer steps",
+        ),
+        k(
+            "sft.batch_size",
+            Value::Integer(32),
+            "SFT graph: questions per step",
+        ),
+        k(
+            "sft.lr",
+            Value::Float(1e-3),
+            "SFT graph: AdamW learning rate",
+        ),
     ]
 }
 
@@ -125,8 +285,10 @@ impl Config {
     /// words as strings). `origin` names where each override came from in errors.
     pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<Self, String> {
         let defs = keys();
-        let mut values: BTreeMap<String, Value> =
-            defs.iter().map(|d| (d.key.to_string(), d.default.clone())).collect();
+        let mut values: BTreeMap<String, Value> = defs
+            .iter()
+            .map(|d| (d.key.to_string(), d.default.clone()))
+            .collect();
         let mut overrides: Vec<(String, Value, String)> = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
@@ -279,7 +441,13 @@ mod tests {
 
     #[test]
     fn defaults_resolve_and_sets_override() -> Result<(), String> {
-        let c = Config::resolve(None, &["worker.rollout.n=3".into(), "trainer.experiment_name=x".into()])?;
+        let c = Config::resolve(
+            None,
+            &[
+                "worker.rollout.n=3".into(),
+                "trainer.experiment_name=x".into(),
+            ],
+        )?;
         assert_eq!(c.usize("worker.rollout.n")?, 3);
         assert_eq!(c.str("trainer.experiment_name")?, "x");
         assert_eq!(c.float("worker.actor.clip_ratio_high")?, 0.3);
@@ -291,11 +459,21 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_keys_are_errors() {
-        let e = Config::resolve(None, &["worker.rollout.nn=3".into()]).err().unwrap_or_default();
-        assert!(e.contains("unknown configuration key `worker.rollout.nn`") && e.contains("worker.rollout.n"), "{e}");
-        let e = Config::resolve(None, &["worker.rollout.n=abc".into()]).err().unwrap_or_default();
+        let e = Config::resolve(None, &["worker.rollout.nn=3".into()])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("unknown configuration key `worker.rollout.nn`")
+                && e.contains("worker.rollout.n"),
+            "{e}"
+        );
+        let e = Config::resolve(None, &["worker.rollout.n=abc".into()])
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("wrong type"), "{e}");
-        let e = Config::resolve(None, &["novalue".into()]).err().unwrap_or_default();
+        let e = Config::resolve(None, &["novalue".into()])
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("key=value"), "{e}");
     }
 
@@ -304,7 +482,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sf-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let f = dir.join("c.toml");
-        std::fs::write(&f, "[worker.rollout]\nn = 4\n[trainer]\ntotal_steps = 7\n").map_err(|e| e.to_string())?;
+        std::fs::write(&f, "[worker.rollout]\nn = 4\n[trainer]\ntotal_steps = 7\n")
+            .map_err(|e| e.to_string())?;
         let c = Config::resolve(Some(&f), &[])?;
         assert_eq!(c.usize("worker.rollout.n")?, 4);
         assert_eq!(c.usize("trainer.total_steps")?, 7);

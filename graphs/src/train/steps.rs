@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
+use shareflow_operators::StdConvention;
 use shareflow_operators::advantage::{
-    AdvantageError, grpo_advantages, share_grpo_advantages, global_advantages,
+    AdvantageError, global_advantages, grpo_advantages, share_grpo_advantages,
 };
 use shareflow_operators::policy::{
-    KlPenalty, OptimConfig, Optimizer, Policy, PolicyError, PolicyModel, PpoConfig, Processor,
-    SamplingParams,
+    OptimConfig, Optimizer, Policy, PolicyError, PolicyModel, PpoConfig, Processor, SamplingParams,
 };
 use shareflow_operators::reward::{RewardRule, rules::score_response};
 use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
@@ -19,7 +19,6 @@ use shareflow_operators::rl::{ppo_update, rollout_seed};
 use shareflow_operators::task::{
     Split, TaskSample, Variant, VisualTransform, expand_variants, format_question, shapes_sample,
 };
-use shareflow_operators::StdConvention;
 use shareflow_runtime::rng::DetRng;
 
 use super::config::Config;
@@ -41,7 +40,9 @@ impl GraphKind {
             "share-grpo" | "share_grpo" => Ok(Self::ShareGrpo),
             "grpo" => Ok(Self::Grpo),
             "sft" => Ok(Self::Sft),
-            other => Err(format!("unknown graph `{other}`: expected share-grpo, grpo or sft")),
+            other => Err(format!(
+                "unknown graph `{other}`: expected share-grpo, grpo or sft"
+            )),
         }
     }
 
@@ -99,16 +100,26 @@ impl Settings {
             GraphKind::Grpo | GraphKind::Sft => (1, n_cfg * m_cfg),
         };
         if graph == GraphKind::ShareGrpo && n < 2 {
-            return Err("`worker.rollout.n` must be at least 2 (a variant's std needs two responses)".into());
+            return Err(
+                "`worker.rollout.n` must be at least 2 (a variant's std needs two responses)"
+                    .into(),
+            );
         }
         let estimator = c.str("algorithm.adv_estimator")?;
         match (graph, estimator.as_str()) {
-            (GraphKind::ShareGrpo, "share_grpo") | (GraphKind::Grpo, "grpo") | (GraphKind::Sft, _) => {}
+            (_, "auto")
+            | (GraphKind::ShareGrpo, "share_grpo")
+            | (GraphKind::Grpo, "grpo")
+            | (GraphKind::Sft, _) => {}
             (GraphKind::ShareGrpo, "grpo") | (GraphKind::Grpo, "share_grpo") => {
                 return Err(format!(
                     "`algorithm.adv_estimator` = {estimator} contradicts --graph {}; use --graph {}",
                     graph.name(),
-                    if estimator == "grpo" { "grpo" } else { "share-grpo" }
+                    if estimator == "grpo" {
+                        "grpo"
+                    } else {
+                        "share-grpo"
+                    }
                 ));
             }
             (_, other) => {
@@ -120,7 +131,11 @@ impl Settings {
         let convention = match c.str("algorithm.std")?.as_str() {
             "reference" => StdConvention::Reference,
             "paper" => StdConvention::Paper,
-            other => return Err(format!("`algorithm.std` = {other:?}: expected reference or paper")),
+            other => {
+                return Err(format!(
+                    "`algorithm.std` = {other:?}: expected reference or paper"
+                ));
+            }
         };
         let top_k = c.int("worker.rollout.top_k")?;
         let max_new = c.positive("data.max_response_length")?;
@@ -162,7 +177,6 @@ impl Settings {
             kl: None,
         };
         ppo.validate().map_err(|e| e.to_string())?;
-        let _ = KlPenalty::Kl;
         let update = UpdateConfig {
             ppo,
             mini_batch_rows: c.positive("worker.actor.global_batch_size")?,
@@ -235,7 +249,14 @@ pub fn variants_of(s: &Settings, sample: &TaskSample, step: u64) -> Vec<Variant>
     match s.graph {
         GraphKind::ShareGrpo => {
             let mut rng = DetRng::derive(s.run_seed, step, &sample.id, 0);
-            expand_variants(&sample.texts(), &sample.image, &sample.id, s.m, s.transform_prob, &mut rng)
+            expand_variants(
+                &sample.texts(),
+                &sample.image,
+                &sample.id,
+                s.m,
+                s.transform_prob,
+                &mut rng,
+            )
         }
         GraphKind::Grpo | GraphKind::Sft => vec![Variant {
             seed_id: sample.id.clone(),
@@ -261,6 +282,8 @@ pub fn prompt_of(processor: &Processor, v: &Variant) -> Result<PromptInput, Poli
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Graded {
     pub text: String,
+    /// Response length in tokens.
+    pub length: usize,
     pub overall: f64,
     pub format: f64,
     pub accuracy: f64,
@@ -271,6 +294,7 @@ pub fn grade(processor: &Processor, r: &Response, answer: &str) -> Result<Graded
     let (score, _) = score_response(RewardRule::Math, &text, answer);
     Ok(Graded {
         text,
+        length: r.tokens.len(),
         overall: score.overall,
         format: score.format,
         accuracy: score.accuracy,
@@ -279,10 +303,15 @@ pub fn grade(processor: &Processor, r: &Response, answer: &str) -> Result<Graded
 
 /// Advantages of training rows `(context k, variant j, sample i, advantage)` of one seed, from
 /// its rewards `rewards[j * n + i]`, in (k, j, i) order.
-pub fn seed_rows(s: &Settings, rewards: &[f64]) -> Result<Vec<(usize, usize, usize, f64)>, AdvantageError> {
+pub fn seed_rows(
+    s: &Settings,
+    rewards: &[f64],
+) -> Result<Vec<(usize, usize, usize, f64)>, AdvantageError> {
     match s.graph {
         GraphKind::ShareGrpo if s.local_advantage => {
-            Ok(share_grpo_advantages(rewards, s.m, s.n, s.convention)?.rows().collect())
+            Ok(share_grpo_advantages(rewards, s.m, s.n, s.convention)?
+                .rows()
+                .collect())
         }
         GraphKind::ShareGrpo => {
             let g = global_advantages(rewards, s.m, s.convention)?;
@@ -331,7 +360,11 @@ pub fn seed_step(
     let responses = rollout_seed(model, &sample.id, &prompts, s.n, &params, s.run_seed, step)?;
     let graded: Vec<Vec<Graded>> = responses
         .iter()
-        .map(|rs| rs.iter().map(|r| grade(processor, r, &sample.answer)).collect())
+        .map(|rs| {
+            rs.iter()
+                .map(|r| grade(processor, r, &sample.answer))
+                .collect()
+        })
         .collect::<Result<_, _>>()?;
     let rewards: Vec<f64> = graded.iter().flatten().map(|g| g.overall).collect();
     let rows = seed_rows(s, &rewards).map_err(|e| PolicyError::Input(e.to_string()))?;
@@ -371,7 +404,11 @@ pub fn rollout_stats(groups: &[Vec<Vec<Graded>>], lengths: &[usize]) -> RolloutS
 
 /// Evaluation on the eval split: the original questions, `val_n` samples each at the evaluation
 /// temperature. Returns (mean accuracy, mean overall reward).
-pub fn evaluate(s: &Settings, model: &PolicyModel, processor: &Processor) -> Result<(f64, f64), PolicyError> {
+pub fn evaluate(
+    s: &Settings,
+    model: &PolicyModel,
+    processor: &Processor,
+) -> Result<(f64, f64), PolicyError> {
     if s.val_size == 0 {
         return Ok((0.0, 0.0));
     }
@@ -439,7 +476,10 @@ pub fn update_step(
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub step: u64,
+    /// The version after this step's update.
     pub policy_version: u64,
+    /// The version that generated this step's responses (step - max_staleness, or 0).
+    pub rollout_version: u64,
     pub rollout: RolloutStats,
     pub update: UpdateStats,
     pub val_accuracy: Option<f64>,
@@ -465,17 +505,15 @@ pub fn run_sequential(
         let mut lengths = Vec::new();
         for sample in step_questions(s, step) {
             let (r, g) = seed_step(s, &policy.model, &policy.processor, &sample, step)?;
-            for row in r.iter().take(0) {
-                lengths.push(row.response.len());
-            }
+            lengths.extend(g.iter().flatten().map(|x| x.length));
             rows.extend(r);
             groups.push(g);
         }
         let stats = update_step(s, &policy.model, opt, &rows, step)?;
-        lengths.extend(rows.iter().map(|r| r.response.len()));
         on_step(&StepRecord {
             step,
             policy_version: step + 1,
+            rollout_version: step,
             rollout: rollout_stats(&groups, &lengths),
             update: stats,
             ..StepRecord::default()

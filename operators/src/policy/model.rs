@@ -239,16 +239,24 @@ impl PolicyModel {
     /// after the preceding text; the text after an image continues from the largest position + 1.
     /// Returns the positions and the next free position.
     pub fn rope_index(&self, ids: &[u32], images: &[PixelValues]) -> Result<(Vec<Pos3>, i64)> {
-        let merge = self
-            .config
-            .vision
-            .as_ref()
-            .map_or(1, |v| v.spatial_merge_size);
-        rope_index(ids, images, self.config.image_token_id, merge)
+        rope_index(ids, images, self.config.image_token_id, self.merge_size())
     }
 
-    /// Embeddings of right- or left-padded rows, with image features in place of image tokens.
-    fn embed_rows(&self, rows: &[Vec<u32>], images: &[&[PixelValues]]) -> Result<Tensor> {
+    fn merge_size(&self) -> usize {
+        self.config
+            .vision
+            .as_ref()
+            .map_or(1, |v| v.spatial_merge_size)
+    }
+
+    /// `placeholder_end[r]`: image tokens at positions before it are image placeholders; after
+    /// it (a response that happens to contain the image token) they are ordinary tokens.
+    fn embed_rows(
+        &self,
+        rows: &[Vec<u32>],
+        images: &[&[PixelValues]],
+        placeholder_end: &[usize],
+    ) -> Result<Tensor> {
         let device = self.device().clone();
         let b = rows.len();
         let l = rows.first().map_or(0, Vec::len);
@@ -268,10 +276,13 @@ impl PolicyModel {
         let text = self.text.embed(&ids)?;
         let all: Vec<PixelValues> = images.iter().flat_map(|x| x.iter().cloned()).collect();
         let image_tok = self.config.image_token_id;
-        let n_image_tokens = match image_tok {
-            Some(id) => flat.iter().filter(|&&t| t == id).count(),
-            None => 0,
-        };
+        let is_placeholder =
+            |p: usize, t: u32| Some(t) == image_tok && p % l.max(1) < placeholder_end[p / l.max(1)];
+        let n_image_tokens = flat
+            .iter()
+            .enumerate()
+            .filter(|&(p, &t)| is_placeholder(p, t))
+            .count();
         if all.is_empty() && n_image_tokens == 0 {
             return Ok(text);
         }
@@ -287,7 +298,8 @@ impl PolicyModel {
             .as_ref()
             .map_or(1, |v| v.spatial_merge_size);
         for (r, (row, imgs)) in rows.iter().zip(images).enumerate() {
-            let have = row.iter().filter(|&&t| Some(t) == image_tok).count();
+            let end = placeholder_end[r].min(row.len());
+            let have = row[..end].iter().filter(|&&t| Some(t) == image_tok).count();
             let want: usize = imgs.iter().map(|p| p.llm_tokens(merge)).sum();
             if have != want {
                 return Err(PolicyError::Input(format!(
@@ -306,7 +318,7 @@ impl PolicyModel {
             .iter()
             .enumerate()
             .map(|(p, &t)| {
-                if Some(t) == image_tok {
+                if is_placeholder(p, t) {
                     next += 1;
                     next - 1
                 } else {
@@ -344,7 +356,13 @@ impl PolicyModel {
                     s.ids.len()
                 )));
             }
-            let (mut pos, _) = self.rope_index(s.ids, s.images)?;
+            let (mut pos, _) = rope_index_until(
+                s.ids,
+                s.prompt_len,
+                s.images,
+                self.config.image_token_id,
+                self.merge_size(),
+            )?;
             pos.resize(l, [0; 3]);
             positions.push(pos);
             let mut row = s.ids.to_vec();
@@ -356,7 +374,8 @@ impl PolicyModel {
             lengths.push(s.ids.len() - s.prompt_len);
         }
         let images: Vec<&[PixelValues]> = batch.iter().map(|s| s.images).collect();
-        let x = self.embed_rows(&rows, &images)?;
+        let ends: Vec<usize> = batch.iter().map(|s| s.prompt_len).collect();
+        let x = self.embed_rows(&rows, &images, &ends)?;
         let rope = self.text.rope_tables(&positions)?;
         let mask = causal_mask(&valid, l);
         let h = self.text.forward(&x, &rope, Some(&mask), None)?;
@@ -450,7 +469,7 @@ impl PolicyModel {
             next_pos.push(next);
         }
         let images: Vec<&[PixelValues]> = prompts.iter().map(|(_, i)| *i).collect();
-        let x = self.embed_rows(&rows, &images)?;
+        let x = self.embed_rows(&rows, &images, &vec![lp; b])?;
         let rope = self.text.rope_tables(&positions)?;
         let mask = causal_mask(&valid, lp);
         let mut cache = KvCache::default();
@@ -517,12 +536,24 @@ pub fn rope_index(
     image_token_id: Option<u32>,
     merge: usize,
 ) -> Result<(Vec<Pos3>, i64)> {
+    rope_index_until(ids, ids.len(), images, image_token_id, merge)
+}
+
+/// [`rope_index`] where only tokens before `placeholder_end` can be image placeholders (a
+/// response that contains the image token gets ordinary text positions there).
+pub fn rope_index_until(
+    ids: &[u32],
+    placeholder_end: usize,
+    images: &[PixelValues],
+    image_token_id: Option<u32>,
+    merge: usize,
+) -> Result<(Vec<Pos3>, i64)> {
     let mut pos = Vec::with_capacity(ids.len());
     let mut next: i64 = 0;
     let mut i = 0;
     let mut img = 0;
     while i < ids.len() {
-        if Some(ids[i]) == image_token_id {
+        if i < placeholder_end && Some(ids[i]) == image_token_id {
             let p = images.get(img).ok_or_else(|| {
                 PolicyError::Input(format!(
                     "the prompt has more image placeholders than the {} image(s) given",
@@ -532,7 +563,9 @@ pub fn rope_index(
             let [t, h, w] = p.grid_thw;
             let (lh, lw) = (h / merge, w / merge);
             let n = t * lh * lw;
-            if i + n > ids.len() || ids[i..i + n].iter().any(|&x| Some(x) != image_token_id) {
+            if i + n > placeholder_end.min(ids.len())
+                || ids[i..i + n].iter().any(|&x| Some(x) != image_token_id)
+            {
                 return Err(PolicyError::Input(format!(
                     "image {img} needs {n} consecutive image tokens in the prompt"
                 )));
