@@ -12,10 +12,13 @@
 //!   cache, multimodal rotary positions.
 //! - [`loss`], [`optim`]: the clipped PPO objective with KL penalties; AdamW with global
 //!   grad-norm clipping and gradient accumulation.
+//! - [`factory`]: new checkpoints from scratch: a byte-level BPE trained on a corpus, a tiny
+//!   Qwen2.5-VL with HF's random init in the Hub layout, and the SFT loss.
 
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod factory;
 pub mod image;
 pub mod kernels;
 pub mod layers;
@@ -34,6 +37,9 @@ pub use candle_core as candle;
 pub use chat::ChatTemplate;
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
 pub use error::{PolicyError, Result};
+pub use factory::{
+    TinyVlSpec, create_random_checkpoint, padded_vocab_size, sft_loss, train_tokenizer,
+};
 pub use image::{ImageProcessor, PixelValues};
 pub use loss::{
     KlConfig, KlPenalty, PpoConfig, PpoTerms, kl_penalty, kl_penalty_full, masked_mean, ppo_loss,
