@@ -48,6 +48,19 @@ enum Command {
     Generate(GenerateCmd),
     /// Train a policy with a stock graph (Share-GRPO by default) on the embedded task.
     Train(TrainCmd),
+    /// Create a new tiny Qwen2.5-VL checkpoint: a BPE tokenizer trained on the embedded task's
+    /// text and random weights (the starting point of the embedded policy's SFT warm start).
+    InitModel(InitModelCmd),
+}
+
+#[derive(Debug, Args)]
+struct InitModelCmd {
+    /// Output directory (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +310,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "logprobs": r.log_probs,
             });
             write_lines(None, &[out.to_string()])?;
+        }
+        Command::InitModel(cmd) => {
+            let spec = shareflow::operators::policy::TinyVlSpec::default();
+            shareflow::graphs::train::init::init_model(&cmd.out, cmd.seed, &spec)
+                .map_err(anyhow::Error::msg)?;
+            write_lines(None, &[format!("wrote {}", cmd.out.display())])?;
         }
         Command::Train(cmd) => {
             if cmd.list_config {

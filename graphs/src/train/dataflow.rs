@@ -23,13 +23,13 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 
 use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel, Processor};
 use shareflow_operators::reward::RewardRule;
 use shareflow_operators::rl::{PromptInput, UpdateRow, rollout_seed};
 use shareflow_operators::task::{Split, shapes_sample};
-use shareflow_operators::{GroupShape, ScoreResponses, Scored, ToScore, TrainRow};
+use shareflow_operators::{GroupShape, Issue, ScoreResponses, Scored, ToScore, TrainRow};
 use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
 use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
@@ -98,6 +98,96 @@ pub fn run_dataflow(
     if s.graph == GraphKind::Sft {
         return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
     }
+    let estimator = match s.graph {
+        GraphKind::ShareGrpo if s.local_advantage => Estimator::ShareGrpo(s.convention),
+        GraphKind::ShareGrpo => Estimator::ShareGrpoGlobalOnly(s.convention),
+        _ => Estimator::Grpo,
+    };
+    let shape = GroupShape {
+        m: s.m as u32,
+        n: s.n as u32,
+    };
+    run_graph(s, policy, optimizer, on_record, on_save, move |responses| {
+        let scored = score_math(responses);
+        advantage_stage(scored, estimator, Some(shape))
+    })
+}
+
+/// The stock reward stage: the `math` rule, with each response's reward components kept in its
+/// payload for the metrics.
+pub fn score_math<'scope>(
+    responses: Stream<'scope, Step, Vec<ToScore<RespPayload>>>,
+) -> Stream<'scope, Step, Vec<Scored<RespPayload>>> {
+    responses
+        .score_responses(RewardRule::Math)
+        .map(|x| scored(x.payload, x.score.overall, x.score.format, x.score.accuracy))
+}
+
+/// A response's [`Scored`] record with its reward components.
+pub fn scored(
+    payload: RespPayload,
+    overall: f64,
+    format: f64,
+    accuracy: f64,
+) -> Scored<RespPayload> {
+    Scored {
+        seed: payload.seed_key(),
+        variant: payload.variant,
+        sample: payload.sample,
+        reward: overall,
+        payload: RespPayload {
+            overall,
+            format,
+            accuracy,
+            ..payload
+        },
+    }
+}
+
+impl RespPayload {
+    /// The group key of the response's seed question (its position in the step).
+    pub fn seed_key(&self) -> String {
+        format!("{:06}", self.b)
+    }
+}
+
+/// The part of a training graph between rollout and update, which users rearrange: responses
+/// (text + ground truth) in, training rows and issues out.
+pub trait Middle:
+    for<'s> Fn(
+        Stream<'s, Step, Vec<ToScore<RespPayload>>>,
+    ) -> (
+        Stream<'s, Step, Vec<TrainRow<RespPayload>>>,
+        Stream<'s, Step, Vec<Issue>>,
+    ) + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> Middle for F where
+    F: for<'s> Fn(
+            Stream<'s, Step, Vec<ToScore<RespPayload>>>,
+        ) -> (
+            Stream<'s, Step, Vec<TrainRow<RespPayload>>>,
+            Stream<'s, Step, Vec<Issue>>,
+        ) + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Runs a training graph whose reward and advantage part is `middle` (see [`run_dataflow`] for
+/// the stock one): seeds -> rollout thread -> `middle` -> update thread -> records, with policy
+/// versions fed back from update to rollout.
+pub fn run_graph(
+    s: &Settings,
+    policy: Policy,
+    optimizer: Optimizer,
+    on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
+    on_save: impl Fn(u64, &PolicyModel) -> Result<(), String> + Send + 'static,
+    middle: impl Middle,
+) -> Result<Outcome, String> {
     let start = Instant::now();
     let (seed_jobs_tx, seed_jobs_rx) = unbounded::<StepJob<SeedRec>>();
     let (scored_tx, scored_rx) = unbounded::<StepReply<ToScore<RespPayload>>>();
@@ -151,15 +241,7 @@ pub fn run_dataflow(
     ))));
     let on_record = Arc::new(on_record);
     let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(Vec::new()));
-    let estimator = match s.graph {
-        GraphKind::ShareGrpo if s.local_advantage => Estimator::ShareGrpo(s.convention),
-        GraphKind::ShareGrpo => Estimator::ShareGrpoGlobalOnly(s.convention),
-        _ => Estimator::Grpo,
-    };
-    let shape = GroupShape {
-        m: s.m as u32,
-        n: s.n as u32,
-    };
+    let middle = Arc::new(middle);
     let steps = s.steps as u64;
     let batch = s.batch as u64;
     let in_flight = 1 + s.max_staleness as u64;
@@ -180,22 +262,11 @@ pub fn run_dataflow(
             let probe = ProbeHandle::new();
             let on_record = Arc::clone(&on_record);
             let sink = Arc::clone(&sink);
+            let middle = Arc::clone(&middle);
             worker.dataflow::<Step, _, _>(|scope| {
                 let seeds = input.to_stream(scope).container::<Vec<SeedRec>>();
                 let responses = offload_step(seeds.clone(), seeds.clone(), "Rollout", rollout_ends);
-                let scored = responses.score_responses(RewardRule::Math).map(|x| Scored {
-                    seed: format!("{:06}", x.payload.b),
-                    variant: x.payload.variant,
-                    sample: x.payload.sample,
-                    reward: x.score.overall,
-                    payload: RespPayload {
-                        overall: x.score.overall,
-                        format: x.score.format,
-                        accuracy: x.score.accuracy,
-                        ..x.payload
-                    },
-                });
-                let (rows, issues) = advantage_stage(scored, estimator, Some(shape));
+                let (rows, issues) = middle(responses);
                 issues.inspect(|i| tracing::warn!("{i}"));
                 let done = offload_step(rows, seeds, "Update", update_ends);
                 done.inspect(move |r| {

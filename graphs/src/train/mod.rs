@@ -2,10 +2,11 @@
 
 pub mod config;
 pub mod dataflow;
+pub mod init;
 pub mod sft;
 pub mod steps;
 
 pub use config::{Config, describe, keys};
-pub use dataflow::{Outcome, run_dataflow};
+pub use dataflow::{Middle, Outcome, RespPayload, run_dataflow, run_graph, score_math, scored};
 pub use sft::run_sft;
 pub use steps::{GraphKind, Settings, StepRecord, run_sequential};
