@@ -120,7 +120,7 @@ where
                     }
                 }
                 if !running.is_empty() {
-                    activator.activate_after(Duration::from_millis(1));
+                    activator.activate_after(Duration::from_millis(20));
                 }
             }
         },

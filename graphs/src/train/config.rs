@@ -40,11 +40,6 @@ pub fn keys() -> Vec<KeyDef> {
             "evaluation questions (the embedded task's eval split)",
         ),
         k(
-            "data.image_size",
-            Value::Integer(56),
-            "side of the embedded task's square images, pixels",
-        ),
-        k(
             "data.max_response_length",
             Value::Integer(40),
             "maximum new tokens per response",
@@ -212,7 +207,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "sft.steps",
-            Value::Integer(60),
+            Value::Integer(100),
             "SFT graph: optimizer steps",
         ),
         k(
@@ -222,7 +217,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "sft.lr",
-            Value::Float(1e-3),
+            Value::Float(2e-3),
             "SFT graph: AdamW learning rate",
         ),
     ]

@@ -1,0 +1,168 @@
+//! `shareflow train` end to end on the embedded policy with tiny sizes: the run directory holds
+//! the resolved config, one metrics line per step with the expected metrics, a loadable HF
+//! checkpoint, the plot and the summary; configuration mistakes are clear errors.
+
+mod common;
+
+use common::{shareflow, temp_dir};
+use serde_json::Value;
+
+fn tiny(out: &str, name: &str) -> Vec<String> {
+    [
+        "train",
+        "--quiet",
+        "--set",
+        "trainer.total_steps=2",
+        "--set",
+        "data.rollout_batch_size=1",
+        "--set",
+        "worker.rollout.n=2",
+        "--set",
+        "data.max_response_length=8",
+        "--set",
+        "data.val_size=2",
+        "--set",
+        "trainer.val_freq=1",
+        "--set",
+        "worker.actor.global_batch_size=4",
+        "--set",
+        "worker.actor.micro_batch_size_per_device_for_update=4",
+        "--set",
+        "sft.steps=2",
+        "--set",
+        "sft.batch_size=2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--set".into(),
+        format!("trainer.output_dir={out}"),
+        "--set".into(),
+        format!("trainer.experiment_name={name}"),
+    ])
+    .collect()
+}
+
+fn run(args: &[String]) -> (bool, String, String) {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = shareflow(&argv, None);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn share_grpo_run_writes_metrics_checkpoint_plot_and_summary() {
+    let dir = temp_dir("train-run");
+    let out = dir.to_string_lossy().into_owned();
+    let (ok, stdout, err) = run(&tiny(&out, "sg"));
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(&stdout).expect("summary JSON on stdout");
+    assert_eq!(summary["steps"], 2);
+    let run_dir = dir.join("sg");
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics");
+    let lines: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (i, m) in lines.iter().enumerate() {
+        assert_eq!(m["step"], i as u64 + 1);
+        for key in [
+            "reward/overall",
+            "reward/accuracy",
+            "reward/format",
+            "actor/pg_loss",
+            "actor/grad_norm",
+            "actor/ppo_kl",
+            "advantage/tied_fraction",
+            "response_length/mean",
+            "timing/step_s",
+            "val/accuracy",
+        ] {
+            let v = m[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite(), "step {}: {key} = {}", i + 1, m[key]);
+        }
+        assert!((0.0..=1.0).contains(&m["reward/overall"].as_f64().unwrap_or(-1.0)));
+    }
+    for f in ["config.toml", "plot.png", "summary.json"] {
+        assert!(run_dir.join(f).exists(), "{f} missing");
+    }
+    let ckpt = run_dir.join("checkpoints/step_2");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        assert!(ckpt.join(f).exists(), "checkpoint file {f} missing");
+    }
+    // The checkpoint is a usable HF directory.
+    let (ok, stdout, err) = run(&[
+        "generate".into(),
+        "--model".into(),
+        ckpt.to_string_lossy().into_owned(),
+        "--question".into(),
+        "How many shapes are in the image?".into(),
+        "--max-new-tokens".into(),
+        "4".into(),
+    ]);
+    assert!(ok && stdout.contains("response 0"), "{err}");
+    // A second run into the same directory is refused rather than overwriting it.
+    let (ok, _, err) = run(&tiny(&out, "sg"));
+    assert!(!ok && err.contains("already there"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn grpo_and_sft_graphs_run() {
+    let dir = temp_dir("train-graphs");
+    let out = dir.to_string_lossy().into_owned();
+    for graph in ["grpo", "sft"] {
+        let mut args = tiny(&out, graph);
+        args.extend(["--graph".into(), graph.into()]);
+        let (ok, stdout, err) = run(&args);
+        assert!(ok, "{graph}: {err}");
+        let summary: Value = serde_json::from_str(&stdout).expect("summary");
+        assert_eq!(summary["graph"], graph);
+        assert!(
+            dir.join(graph)
+                .join("checkpoints/step_2/model.safetensors")
+                .exists()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn configuration_mistakes_are_clear_errors() {
+    let dir = temp_dir("train-errors");
+    let out = dir.to_string_lossy().into_owned();
+    let mut args = tiny(&out, "bad");
+    args.extend(["--set".into(), "worker.rollout.nn=3".into()]);
+    let (ok, _, err) = run(&args);
+    assert!(
+        !ok && err.contains("unknown configuration key `worker.rollout.nn`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("worker.rollout.n"),
+        "suggests the closest key: {err}"
+    );
+    let mut args = tiny(&out, "bad");
+    args.extend(["--set".into(), "worker.rollout.temperature=hot".into()]);
+    let (ok, _, err) = run(&args);
+    assert!(!ok && err.contains("wrong type"), "{err}");
+    let mut args = tiny(&out, "bad");
+    args.extend(["--graph".into(), "ppo".into()]);
+    let (ok, _, err) = run(&args);
+    assert!(!ok && err.contains("unknown graph"), "{err}");
+    let (ok, stdout, _) = run(&["train".into(), "--list-config".into()]);
+    assert!(
+        ok && stdout.contains("worker.rollout.question_num = 2"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
