@@ -17,7 +17,7 @@ use serde_json::Value;
 use shareflow::operators::policy::candle::{Device, Tensor};
 use shareflow::operators::policy::{
     LoadOptions, OptimConfig, Optimizer, PixelValues, PolicyModel, SamplingParams, ScoreOptions,
-    Sequence,
+    Sequence, load_pixel_values,
 };
 use shareflow::runtime::DetRng;
 
@@ -38,23 +38,11 @@ fn golden() -> PathBuf {
 fn prompts() -> Res<Prompts> {
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(golden().join("cases.json"))?)?;
-    let all = shareflow::operators::policy::candle::safetensors::load(
-        golden().join("pixel_values.safetensors"),
-        &Device::Cpu,
-    )?;
-    let mut pv = HashMap::new();
-    for (name, t) in &all {
-        if let Some(g) = all.get(&format!("{name}.image_grid_thw")) {
-            let g: Vec<i64> = g.to_vec1()?;
-            pv.insert(
-                format!("images/{name}"),
-                PixelValues {
-                    data: t.flatten_all()?.to_vec1()?,
-                    grid_thw: [g[0] as usize, g[1] as usize, g[2] as usize],
-                },
-            );
-        }
-    }
+    let pv: HashMap<String, PixelValues> =
+        load_pixel_values(&golden().join("pixel_values.safetensors"))?
+            .into_iter()
+            .map(|(k, v)| (format!("images/{k}"), v))
+            .collect();
     let mut text = Vec::new();
     let mut with_image = Vec::new();
     for c in cases["cases"].as_array().into_iter().flatten() {

@@ -10,6 +10,7 @@ use candle_core::Device;
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, PixelValues, PolicyModel, SamplingParams, ScoreOptions, Sequence,
+    load_pixel_values,
 };
 use shareflow_runtime::rng::DetRng;
 
@@ -49,25 +50,11 @@ fn floats(v: &Value) -> Vec<f32> {
 }
 
 fn pixel_values() -> Result<HashMap<String, PixelValues>, Box<dyn std::error::Error>> {
-    let all = candle_core::safetensors::load(
-        golden_dir().join("pixel_values.safetensors"),
-        &Device::Cpu,
-    )?;
-    let mut out = HashMap::new();
-    for (name, t) in &all {
-        if name.ends_with(".image_grid_thw") {
-            continue;
-        }
-        let grid: Vec<i64> = all[&format!("{name}.image_grid_thw")].to_vec1()?;
-        out.insert(
-            format!("images/{name}"),
-            PixelValues {
-                data: t.flatten_all()?.to_vec1::<f32>()?,
-                grid_thw: [grid[0] as usize, grid[1] as usize, grid[2] as usize],
-            },
-        );
-    }
-    Ok(out)
+    let all = load_pixel_values(&golden_dir().join("pixel_values.safetensors"))?;
+    Ok(all
+        .into_iter()
+        .map(|(k, v)| (format!("images/{k}"), v))
+        .collect())
 }
 
 fn load(model: &str) -> Result<PolicyModel, Box<dyn std::error::Error>> {

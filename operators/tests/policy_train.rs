@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, OptimConfig, Optimizer, PixelValues, PolicyModel, PpoConfig, ScoreOptions,
-    Sequence, ppo_loss,
+    Sequence, load_pixel_values, ppo_loss,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -33,23 +33,11 @@ struct Case {
 fn vl_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(golden_dir().join("cases.json"))?;
     let golden: Value = serde_json::from_str(&text)?;
-    let all = candle_core::safetensors::load(
-        golden_dir().join("pixel_values.safetensors"),
-        &Device::Cpu,
-    )?;
-    let mut pv = HashMap::new();
-    for (name, t) in &all {
-        if let Some(grid) = all.get(&format!("{name}.image_grid_thw")) {
-            let g: Vec<i64> = grid.to_vec1()?;
-            pv.insert(
-                format!("images/{name}"),
-                PixelValues {
-                    data: t.flatten_all()?.to_vec1()?,
-                    grid_thw: [g[0] as usize, g[1] as usize, g[2] as usize],
-                },
-            );
-        }
-    }
+    let pv: HashMap<String, PixelValues> =
+        load_pixel_values(&golden_dir().join("pixel_values.safetensors"))?
+            .into_iter()
+            .map(|(k, v)| (format!("images/{k}"), v))
+            .collect();
     let ids = |v: &Value| -> Vec<u32> {
         v.as_array()
             .map(|a| {

@@ -31,12 +31,12 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "data.rollout_batch_size",
-            Value::Integer(8),
+            Value::Integer(4),
             "seed questions per training step",
         ),
         k(
             "data.val_size",
-            Value::Integer(64),
+            Value::Integer(128),
             "evaluation questions (the embedded task's eval split)",
         ),
         k(
@@ -111,7 +111,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "worker.actor.global_batch_size",
-            Value::Integer(96),
+            Value::Integer(48),
             "training rows per optimizer step",
         ),
         k(
@@ -164,7 +164,7 @@ pub fn keys() -> Vec<KeyDef> {
             Value::Float(1.0),
             "global gradient-norm clip",
         ),
-        k("trainer.total_steps", Value::Integer(40), "training steps"),
+        k("trainer.total_steps", Value::Integer(100), "training steps"),
         k(
             "trainer.max_staleness",
             Value::Integer(0),
@@ -172,7 +172,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "trainer.val_freq",
-            Value::Integer(10),
+            Value::Integer(20),
             "evaluate every this many steps (0: only before/after)",
         ),
         k(

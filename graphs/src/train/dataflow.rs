@@ -46,6 +46,14 @@ pub struct SeedRec {
     pub index: u64,
 }
 
+/// The seed questions of step `step`: `batch` consecutive train-split indices.
+pub fn step_seeds(step: Step, batch: u64) -> impl Iterator<Item = SeedRec> {
+    (0..batch).map(move |b| SeedRec {
+        b: b as u32,
+        index: step * batch + b,
+    })
+}
+
 /// What a response carries through reward and normalisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RespPayload {
@@ -280,11 +288,8 @@ pub fn run_graph(
             let mut driver = StepDriver::new(in_flight);
             driver.run(worker, &mut input, &probe, steps, |step, input| {
                 if index == 0 {
-                    for b in 0..batch {
-                        input.send(SeedRec {
-                            b: b as u32,
-                            index: step * batch + b,
-                        });
+                    for seed in step_seeds(step, batch) {
+                        input.send(seed);
                     }
                 }
             });

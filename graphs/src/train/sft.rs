@@ -15,7 +15,7 @@ use shareflow_operators::task::{Split, reference_response, shapes_sample};
 use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
 use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
-use super::dataflow::{Outcome, SeedRec};
+use super::dataflow::{Outcome, SeedRec, step_seeds};
 use super::steps::{Settings, StepRecord, TASK_SEED, evaluate, prompt_of, variants_of};
 use shareflow_operators::rl::UpdateStats;
 
@@ -158,11 +158,8 @@ pub fn run_sft(
             });
             StepDriver::new(1).run(worker, &mut input, &probe, steps, |step, input| {
                 if index == 0 {
-                    for b in 0..batch {
-                        input.send(SeedRec {
-                            b: b as u32,
-                            index: step * batch + b,
-                        });
+                    for seed in step_seeds(step, batch) {
+                        input.send(seed);
                     }
                 }
             });

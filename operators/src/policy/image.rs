@@ -63,6 +63,40 @@ impl PixelValues {
     }
 }
 
+/// Reads pixel values stored as safetensors (tensor `NAME` of shape (patches, patch_dim) and
+/// `NAME.image_grid_thw` of shape (3)), as the policy fixtures store HF processor outputs.
+/// Keys are the tensor names.
+pub fn load_pixel_values(path: &Path) -> Result<std::collections::HashMap<String, PixelValues>> {
+    let all = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
+        crate::policy::PolicyError::bad_file(path, format!("not a readable safetensors file: {e}"))
+    })?;
+    let mut out = std::collections::HashMap::new();
+    for (name, t) in &all {
+        let Some(grid) = all.get(&format!("{name}.image_grid_thw")) else {
+            continue;
+        };
+        let g: Vec<i64> = grid.to_dtype(candle_core::DType::I64)?.to_vec1()?;
+        let [gt, gh, gw] = g.as_slice() else {
+            return Err(crate::policy::PolicyError::bad_file(
+                path,
+                format!("`{name}.image_grid_thw` must hold 3 values"),
+            ));
+        };
+        let dim = |v: i64| usize::try_from(v).unwrap_or(0);
+        out.insert(
+            name.clone(),
+            PixelValues {
+                data: t
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1()?,
+                grid_thw: [dim(*gt), dim(*gh), dim(*gw)],
+            },
+        );
+    }
+    Ok(out)
+}
+
 /// `preprocessor_config.json` of a Qwen2-VL / Qwen2.5-VL checkpoint, with transformers'
 /// defaults for absent fields.
 #[derive(Debug, Clone, PartialEq)]

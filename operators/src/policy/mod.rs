@@ -40,7 +40,7 @@ pub use error::{PolicyError, Result};
 pub use factory::{
     TinyVlSpec, create_random_checkpoint, padded_vocab_size, sft_loss, train_tokenizer,
 };
-pub use image::{ImageProcessor, PixelValues};
+pub use image::{ImageProcessor, PixelValues, load_pixel_values};
 pub use loss::{
     KlConfig, KlPenalty, PpoConfig, PpoTerms, kl_penalty, kl_penalty_full, masked_mean, ppo_loss,
 };
