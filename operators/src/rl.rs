@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use shareflow_runtime::rng::DetRng;
 
-use crate::policy::candle::{DType, Device, Tensor};
+use crate::policy::candle::Tensor;
 use crate::policy::{
     GradAccumulator, Optimizer, PixelValues, PolicyError, PolicyModel, PpoConfig, Result,
     SamplingParams, ScoreOptions, Sequence, ppo_loss,
@@ -123,11 +123,11 @@ fn sequences(rows: &[&UpdateRow]) -> (Vec<Vec<u32>>, Vec<usize>) {
     (ids, plens)
 }
 
-fn score_rows(
-    model: &PolicyModel,
+/// Calls `f` with the rows as model sequences (prompt then response).
+fn with_sequences<T>(
     rows: &[&UpdateRow],
-    temperature: f64,
-) -> Result<crate::policy::Scores> {
+    f: impl FnOnce(&[Sequence<'_>]) -> Result<T>,
+) -> Result<T> {
     let (ids, plens) = sequences(rows);
     let batch: Vec<Sequence<'_>> = ids
         .iter()
@@ -139,13 +139,19 @@ fn score_rows(
             images: &r.prompt.images,
         })
         .collect();
-    model.score(
-        &batch,
-        &ScoreOptions {
-            temperature,
-            entropy: false,
-        },
-    )
+    f(&batch)
+}
+
+fn score_rows(
+    model: &PolicyModel,
+    rows: &[&UpdateRow],
+    temperature: f64,
+) -> Result<crate::policy::Scores> {
+    let opts = ScoreOptions {
+        temperature,
+        entropy: false,
+    };
+    with_sequences(rows, |batch| model.score(batch, &opts))
 }
 
 /// The PPO update of one step: old log-probs of every row under the current policy (the
@@ -259,16 +265,9 @@ pub fn ppo_update(
     Ok(stats)
 }
 
-/// Mean token-level negative log-likelihood of the responses (SFT), with a gradient; and the
-/// number of response tokens.
+/// Mean token-level negative log-likelihood of the rows' responses (SFT, via
+/// [`crate::policy::sft_loss`]), with a gradient; and the number of response tokens.
 pub fn nll_loss(model: &PolicyModel, rows: &[&UpdateRow]) -> Result<(Tensor, usize)> {
-    let s = score_rows(model, rows, 1.0)?;
-    let tokens = s.mask.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? as usize;
-    let loss = (s.log_probs.mul(&s.mask)?.sum_all()?.neg()? / tokens.max(1) as f64)?;
-    Ok((loss, tokens))
-}
-
-/// The device rollouts and updates run on (CPU; the `cuda` feature is not wired yet).
-pub fn default_device() -> Device {
-    Device::Cpu
+    let (loss, tokens) = with_sequences(rows, |batch| crate::policy::sft_loss(model, batch))?;
+    Ok((loss, tokens as usize))
 }

@@ -444,6 +444,7 @@ fn update_thread(
         None
     };
     let mut busy = 0.0;
+    let mut val_after = None;
     let mut pending_tables: BTreeMap<Step, StepTable> = BTreeMap::new();
     let mut last_step_end = Instant::now();
     for job in jobs.iter() {
@@ -511,6 +512,7 @@ fn update_thread(
         let (val_accuracy, val_reward) =
             if last || (s.val_freq > 0 && (step + 1) % s.val_freq as u64 == 0) {
                 let (a, r) = evaluate(s, &model, &processor).map_err(err)?;
+                val_after = Some((a, r));
                 (Some(a), Some(r))
             } else {
                 (None, None)
@@ -542,6 +544,5 @@ fn update_thread(
             break;
         }
     }
-    let val_after = None;
     Ok((model, opt, val_before, val_after, busy))
 }
