@@ -4,13 +4,14 @@
 //! produces the same tokens.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+
+mod common;
 
 use candle_core::Device;
+use common::{golden_dir, ids, pixel_values};
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, PixelValues, PolicyModel, SamplingParams, ScoreOptions, Sequence,
-    load_pixel_values,
 };
 use shareflow_runtime::rng::DetRng;
 
@@ -18,24 +19,9 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const TOL: f32 = 1e-4;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy")
-}
-
 fn read_json(name: &str) -> Result<Value, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(golden_dir().join(name))?;
     Ok(serde_json::from_str(&text)?)
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|x| x as u32)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -47,14 +33,6 @@ fn floats(v: &Value) -> Vec<f32> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn pixel_values() -> Result<HashMap<String, PixelValues>, Box<dyn std::error::Error>> {
-    let all = load_pixel_values(&golden_dir().join("pixel_values.safetensors"))?;
-    Ok(all
-        .into_iter()
-        .map(|(k, v)| (format!("images/{k}"), v))
-        .collect())
 }
 
 fn load(model: &str) -> Result<PolicyModel, Box<dyn std::error::Error>> {

@@ -8,20 +8,19 @@
 //!     python3 tests/golden/policy/roundtrip.py /tmp/rt > tests/golden/policy/roundtrip_after_step.json
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
 
 use candle_core::{Device, Tensor};
+use common::{golden_dir, ids, pixel_values};
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, OptimConfig, Optimizer, PixelValues, PolicyModel, PpoConfig, ScoreOptions,
-    Sequence, load_pixel_values, ppo_loss,
+    Sequence, ppo_loss,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy")
-}
 
 struct Case {
     name: String,
@@ -33,21 +32,7 @@ struct Case {
 fn vl_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(golden_dir().join("cases.json"))?;
     let golden: Value = serde_json::from_str(&text)?;
-    let pv: HashMap<String, PixelValues> =
-        load_pixel_values(&golden_dir().join("pixel_values.safetensors"))?
-            .into_iter()
-            .map(|(k, v)| (format!("images/{k}"), v))
-            .collect();
-    let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|x| x as u32)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let pv = pixel_values()?;
     let mut out = Vec::new();
     for c in golden["cases"].as_array().into_iter().flatten() {
         if c["model"] != "tiny-qwen2_5_vl" {

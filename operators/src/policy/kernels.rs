@@ -759,6 +759,25 @@ mod tests {
             .collect()
     }
 
+    /// Gradients of `sum(fused * up)` and `sum(composed * up)` with respect to each var agree.
+    fn assert_same_grads(
+        fused: &Tensor,
+        composed: &Tensor,
+        up: &Tensor,
+        vars: &[&Var],
+        tol: f32,
+    ) -> candle_core::Result<()> {
+        let g1 = (fused * up)?.sum_all()?.backward()?;
+        let g2 = (composed * up)?.sum_all()?.backward()?;
+        for v in vars {
+            let (Some(a), Some(c)) = (g1.get(v.as_tensor()), g2.get(v.as_tensor())) else {
+                panic!("no gradient");
+            };
+            assert!(max_diff(a, c) < tol, "{}", max_diff(a, c));
+        }
+        Ok(())
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .and_then(|d| d.abs())
@@ -792,12 +811,7 @@ mod tests {
             candle_core::D::Minus1,
         )?;
         assert!(max_diff(&fused, &composed) < 1e-6);
-        let g1 = (fused * &up)?.sum_all()?.backward()?;
-        let g2 = (composed * &up)?.sum_all()?.backward()?;
-        let (Some(a), Some(c)) = (g1.get(x.as_tensor()), g2.get(x.as_tensor())) else {
-            panic!("no gradient");
-        };
-        assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
+        assert_same_grads(&fused, &composed, &up, &[&x], 1e-5)?;
         Ok(())
     }
 
@@ -831,12 +845,7 @@ mod tests {
         let composed = crate::policy::layers::apply_rotary(x.as_tensor(), &c, &s)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         assert!(max_diff(&fused, &composed) < 1e-6);
-        let g1 = (fused * &up)?.sum_all()?.backward()?;
-        let g2 = (composed * &up)?.sum_all()?.backward()?;
-        let (Some(a), Some(c)) = (g1.get(x.as_tensor()), g2.get(x.as_tensor())) else {
-            panic!("no gradient");
-        };
-        assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
+        assert_same_grads(&fused, &composed, &up, &[&x], 1e-5)?;
         Ok(())
     }
 
@@ -849,15 +858,7 @@ mod tests {
         let fused = swiglu(g.as_tensor(), u.as_tensor())?;
         let composed = (g.as_tensor().silu()? * u.as_tensor())?;
         assert!(max_diff(&fused, &composed) < 1e-5);
-        let g1 = (fused * &up)?.sum_all()?.backward()?;
-        let g2 = (composed * &up)?.sum_all()?.backward()?;
-        for v in [&g, &u] {
-            let (Some(a), Some(c)) = (g1.get(v.as_tensor()), g2.get(v.as_tensor())) else {
-                panic!("no gradient");
-            };
-            assert!(max_diff(a, c) < 1e-5, "{}", max_diff(a, c));
-        }
-        Ok(())
+        assert_same_grads(&fused, &composed, &up, &[&g, &u], 1e-5)
     }
 
     #[test]
@@ -877,12 +878,7 @@ mod tests {
             let got_h = token_entropy(z.as_tensor(), t)?;
             assert!(max_diff(&got_h, &want_h) < 1e-5);
             for (a, b) in [(got, want), (got_h, want_h)] {
-                let g1 = (a * &up)?.sum_all()?.backward()?;
-                let g2 = (b * &up)?.sum_all()?.backward()?;
-                let (Some(x), Some(y)) = (g1.get(z.as_tensor()), g2.get(z.as_tensor())) else {
-                    panic!("no gradient");
-                };
-                assert!(max_diff(x, y) < 1e-5, "{}", max_diff(x, y));
+                assert_same_grads(&a, &b, &up, &[&z], 1e-5)?;
             }
         }
         Ok(())
@@ -902,14 +898,6 @@ mod tests {
             .broadcast_mul(&inv)?
             .broadcast_mul(w.as_tensor())?;
         assert!(max_diff(&fused, &composed) < 1e-5);
-        let g1 = (fused * &up)?.sum_all()?.backward()?;
-        let g2 = (composed * &up)?.sum_all()?.backward()?;
-        for v in [&x, &w] {
-            let (Some(a), Some(c)) = (g1.get(v.as_tensor()), g2.get(v.as_tensor())) else {
-                panic!("no gradient");
-            };
-            assert!(max_diff(a, c) < 1e-4, "{}", max_diff(a, c));
-        }
-        Ok(())
+        assert_same_grads(&fused, &composed, &up, &[&x, &w], 1e-4)
     }
 }
