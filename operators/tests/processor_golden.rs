@@ -341,6 +341,54 @@ fn prompts_match_transformers_processor() -> TestResult {
     Ok(())
 }
 
+/// `<image>` placeholders (the EasyR1 / R1-ShareVL dataset convention): the question is split at
+/// them and each image takes its placeholder's place, as the reference's dataset code builds the
+/// message; without placeholders the images come first.
+#[test]
+fn image_placeholders_place_the_images() -> TestResult {
+    let dir = golden().join("processor");
+    let proc = Processor::load(&dir, Some(&vision_config()))?;
+    let a = DynamicImage::new_rgb8(56, 84);
+    let b = DynamicImage::new_rgb8(84, 56);
+    // A leading placeholder is the same prompt as no placeholder.
+    let leading = proc.prompt("<image>How many?", std::slice::from_ref(&a))?;
+    let plain = proc.prompt("How many?", std::slice::from_ref(&a))?;
+    assert_eq!(leading.ids, plain.ids);
+    // Inner placeholders: text, image, text, image, in that order.
+    let two = [a.clone(), b.clone()];
+    let inner = proc.prompt("Left <image> right <image>.", &two)?;
+    let msgs = serde_json::json!([{"role": "user", "content": [
+        {"type": "text", "text": "Left "},
+        {"type": "image"},
+        {"type": "text", "text": " right "},
+        {"type": "image"},
+        {"type": "text", "text": "."},
+    ]}]);
+    let rendered = proc.render_chat(&msgs, true)?;
+    let image_id = proc.image_token_id().ok_or("no image token")?;
+    let mut expected = Vec::new();
+    let mut grids = inner.images.iter();
+    for id in proc.encode(&rendered)? {
+        if id == image_id {
+            let n = grids.next().ok_or("grid")?.num_tokens(2);
+            expected.extend(std::iter::repeat_n(image_id, n));
+        } else {
+            expected.push(id);
+        }
+    }
+    assert_eq!(inner.ids, expected);
+    assert_eq!(inner.images[0].grid_thw, proc.prompt("x", &[a])?.images[0].grid_thw);
+    assert_eq!(inner.images[1].grid_thw, proc.prompt("x", &[b])?.images[0].grid_thw);
+    // A count that does not match is an error that says what to do.
+    let err = proc
+        .prompt("<image><image>two?", &two[..1])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("2 <image> placeholders for 1 images"), "{err}");
+    Ok(())
+}
+
 #[test]
 fn tokenizer_matches_transformers() -> TestResult {
     let dir = golden().join("processor");
@@ -549,4 +597,30 @@ fn shared_policy_fixtures_agree() -> TestResult {
     }
     assert!(checked > 0 && ip.patch_size == 14);
     Ok(())
+}
+
+/// The dataset-side resize bounds: sizes as the reference's `process_image` computes them
+/// (`int(side * sqrt(bound / area))`, values from Python), pixels as Pillow's bicubic resize.
+#[test]
+fn fit_pixels_follows_the_reference_sizes() {
+    use shareflow_operators::policy::fit_pixels;
+    for (w, h, min, max, ew, eh) in [
+        (3000, 2000, 262_144, 4_194_304, 2508, 1672),
+        (84, 84, 262_144, 4_194_304, 512, 512),
+        (100, 37, 3136, 4_194_304, 100, 37),
+        (5000, 10, 0, 40_000, 4472, 8),
+        (84, 84, 0, 0, 84, 84),
+    ] {
+        let out = fit_pixels(RgbImage::new(w, h), min, max);
+        assert_eq!(out.dimensions(), (ew, eh), "{w}x{h} in [{min}, {max}]");
+    }
+    let img = RgbImage::from_fn(30, 20, |x, y| image::Rgb([(x * 8) as u8, (y * 12) as u8, 7]));
+    let out = fit_pixels(img.clone(), 0, 150);
+    let expected = shareflow_operators::policy::resample::resize_rgb(
+        &img,
+        out.width(),
+        out.height(),
+        Filter::Bicubic,
+    );
+    assert_eq!(out, expected);
 }

@@ -25,10 +25,72 @@ pub fn keys() -> Vec<KeyDef> {
     let k = |key: &'static str, default: Value, doc: &'static str| KeyDef { key, default, doc };
     vec![
         k(
-            "data.train",
+            "data.train_files",
             s("shapes"),
-            "training questions: `shapes` (the embedded task)",
+            "training data: `shapes` (the embedded task), or a parquet / JSON lines file or \
+             directory of shards, optionally `PATH@split`",
         ),
+        k(
+            "data.val_files",
+            s("auto"),
+            "validation data, as data.train_files; `auto`: the embedded task's eval split when \
+             training on `shapes`, else none; `none`: no validation",
+        ),
+        k(
+            "data.prompt_key",
+            s("problem"),
+            "dataset column of the question (may hold <image> placeholders)",
+        ),
+        k("data.answer_key", s("answer"), "dataset column of the ground truth"),
+        k(
+            "data.image_key",
+            s("images"),
+            "dataset column of the images ({bytes, path} structs, bytes or file paths)",
+        ),
+        k(
+            "data.rewrites_key",
+            s("new_questions"),
+            "dataset column of the textual rewrites (a list, or a string holding a Python list); \
+             optional",
+        ),
+        k(
+            "data.id_key",
+            s("id"),
+            "dataset column of row ids; optional (default id: FILE_STEM:ROW)",
+        ),
+        k(
+            "data.on_bad_row",
+            s("error"),
+            "a malformed dataset row: `error` stops with its file, row and column; `skip` drops \
+             it and reports it",
+        ),
+        k(
+            "data.min_pixels",
+            Value::Integer(3136),
+            "images with fewer pixels are scaled up (aspect kept; 0: no bound; EasyR1 uses 262144)",
+        ),
+        k(
+            "data.max_pixels",
+            Value::Integer(4_194_304),
+            "images with more pixels are scaled down (aspect kept; 0: no bound)",
+        ),
+        k(
+            "data.max_prompt_length",
+            Value::Integer(2048),
+            "maximum prompt tokens (image tokens included)",
+        ),
+        k(
+            "data.truncation",
+            s("error"),
+            "a longer prompt: `error`, `left` (keep the end) or `right` (keep the start); never \
+             cuts image tokens",
+        ),
+        k(
+            "data.shuffle",
+            Value::Boolean(true),
+            "read a dataset in a new random order every epoch (the embedded task is unbounded)",
+        ),
+        k("data.seed", Value::Integer(1), "seed of the dataset order"),
         k(
             "data.rollout_batch_size",
             Value::Integer(4),
@@ -37,7 +99,7 @@ pub fn keys() -> Vec<KeyDef> {
         k(
             "data.val_size",
             Value::Integer(128),
-            "evaluation questions (the embedded task's eval split)",
+            "validation questions: the first N of data.val_files (0: no validation)",
         ),
         k(
             "data.max_response_length",

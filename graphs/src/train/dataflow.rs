@@ -28,25 +28,25 @@ use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel, Processor};
 use shareflow_operators::reward::RewardRule;
 use shareflow_operators::rl::{PromptInput, UpdateRow, rollout_seed};
-use shareflow_operators::task::{Split, shapes_sample};
 use shareflow_operators::{GroupShape, Issue, ScoreResponses, Scored, ToScore, TrainRow};
 use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
 use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
 use super::steps::{
-    Graded, GraphKind, Settings, StepRecord, TASK_SEED, evaluate, prompt_of, rollout_stats,
+    Graded, GraphKind, Settings, StepRecord, evaluate, prompt_of, rollout_stats,
     update_step, variants_of,
 };
 use crate::advantages::{Estimator, advantage_stage};
 
-/// A seed question of a step: its position in the step and its index in the task's train split.
+/// A seed question of a step: its position in the step and its position in the training source
+/// (see [`super::data`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedRec {
     pub b: u32,
     pub index: u64,
 }
 
-/// The seed questions of step `step`: `batch` consecutive train-split indices.
+/// The seed questions of step `step`: `batch` consecutive training positions.
 pub fn step_seeds(step: Step, batch: u64) -> impl Iterator<Item = SeedRec> {
     (0..batch).map(move |b| SeedRec {
         b: b as u32,
@@ -361,11 +361,11 @@ fn rollout_thread(
             version: need,
         };
         for seed in &seeds {
-            let sample = shapes_sample(TASK_SEED, Split::Train, seed.index);
+            let sample = s.train_data.train_seed(seed.index)?;
             let variants = variants_of(s, &sample, job.step);
             let prompts: Vec<PromptInput> = variants
                 .iter()
-                .map(|v| prompt_of(processor, v))
+                .map(|v| prompt_of(s, processor, v))
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
             let resp = rollout_seed(
@@ -439,7 +439,7 @@ fn update_thread(
     model.set_version(0);
     let _ = weights.send(model.snapshot().map_err(err)?);
     let val_before = if s.val_before_train {
-        Some(evaluate(s, &model, &processor).map_err(err)?)
+        evaluate(s, &model, &processor).map_err(err)?
     } else {
         None
     };
@@ -511,9 +511,13 @@ fn update_thread(
         let last = step + 1 == s.steps as u64;
         let (val_accuracy, val_reward) =
             if last || (s.val_freq > 0 && (step + 1) % s.val_freq as u64 == 0) {
-                let (a, r) = evaluate(s, &model, &processor).map_err(err)?;
-                val_after = Some((a, r));
-                (Some(a), Some(r))
+                match evaluate(s, &model, &processor).map_err(err)? {
+                    Some((a, r)) => {
+                        val_after = Some((a, r));
+                        (Some(a), Some(r))
+                    }
+                    None => (None, None),
+                }
             } else {
                 (None, None)
             };

@@ -1,6 +1,7 @@
 //! The stock training graphs (`share-grpo`, `grpo`, `sft`) behind `shareflow train`.
 
 pub mod config;
+pub mod data;
 pub mod dataflow;
 pub mod init;
 pub mod sft;
@@ -9,4 +10,5 @@ pub mod steps;
 pub use config::{Config, describe, keys};
 pub use dataflow::{Middle, Outcome, RespPayload, run_dataflow, run_graph, score_math, scored};
 pub use sft::run_sft;
-pub use steps::{GraphKind, Settings, StepRecord, run_sequential};
+pub use data::SeedSource;
+pub use steps::{GraphKind, Settings, StepRecord, Truncation, run_sequential};

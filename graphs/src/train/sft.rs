@@ -11,7 +11,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 
 use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel};
 use shareflow_operators::rl::{UpdateRow, nll_loss};
-use shareflow_operators::task::{Split, reference_response, shapes_sample};
+use shareflow_operators::task::{Seed, Split, reference_response, shapes_sample};
 use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
 use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
@@ -42,7 +42,7 @@ pub fn run_sft(
             let processor = policy.processor;
             let mut opt = optimizer;
             let val_before = if us.val_before_train {
-                Some(evaluate(&us, &model, &processor).map_err(err)?)
+                evaluate(&us, &model, &processor).map_err(err)?
             } else {
                 None
             };
@@ -54,9 +54,9 @@ pub fn run_sft(
                 let mut rows = Vec::with_capacity(seeds.len());
                 for seed in &seeds {
                     let sample = shapes_sample(TASK_SEED, Split::Train, seed.index);
-                    let v = variants_of(&us, &sample, job.step);
+                    let v = variants_of(&us, &Seed::from(sample.clone()), job.step);
                     let Some(v0) = v.first() else { continue };
-                    let prompt = prompt_of(&processor, v0).map_err(err)?;
+                    let prompt = prompt_of(&us, &processor, v0).map_err(err)?;
                     let mut response = processor
                         .encode(&reference_response(&sample))
                         .map_err(err)?;
@@ -85,8 +85,8 @@ pub fn run_sft(
                 let last = job.step + 1 == us.steps as u64;
                 let (val_accuracy, val_reward) =
                     if last || (us.val_freq > 0 && (job.step + 1) % us.val_freq as u64 == 0) {
-                        let (a, r) = evaluate(&us, &model, &processor).map_err(err)?;
-                        (Some(a), Some(r))
+                        let v = evaluate(&us, &model, &processor).map_err(err)?;
+                        (v.map(|x| x.0), v.map(|x| x.1))
                     } else {
                         (None, None)
                     };

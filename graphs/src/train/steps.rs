@@ -16,12 +16,12 @@ use shareflow_operators::policy::{
 use shareflow_operators::reward::{RewardRule, rules::score_response};
 use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
 use shareflow_operators::rl::{ppo_update, rollout_seed};
-use shareflow_operators::task::{
-    Split, TaskSample, Variant, VisualTransform, expand_variants, format_question, shapes_sample,
-};
+use shareflow_operators::task::{Seed, Variant, VisualTransform, expand_variants, format_question};
 use shareflow_runtime::rng::DetRng;
 
 use super::config::Config;
+use super::data::SeedSource;
+pub use super::data::TASK_SEED;
 
 /// Which stock graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,11 +85,24 @@ pub struct Settings {
     pub sft_lr: f64,
     pub output_dir: String,
     pub experiment_name: String,
+    /// Training seeds (`data.train_files`).
+    pub train_data: Arc<SeedSource>,
+    /// Validation seeds (`data.val_files`).
+    pub val_data: Arc<SeedSource>,
+    pub max_prompt_length: usize,
+    pub truncation: Truncation,
 }
 
-/// The task's questions do not depend on the run seed: runs with different seeds see the same
-/// questions in the same order and differ in their sampling.
-pub const TASK_SEED: u64 = 0;
+/// What to do with a prompt longer than `data.max_prompt_length` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Truncation {
+    /// Refuse it, naming the seed.
+    Error,
+    /// Keep its last tokens.
+    Left,
+    /// Keep its first tokens.
+    Right,
+}
 
 impl Settings {
     pub fn from_config(c: &Config, graph: GraphKind) -> Result<Self, String> {
@@ -185,11 +198,23 @@ impl Settings {
             temperature,
             shuffle: c.bool("worker.actor.shuffle")?,
         };
-        if c.str("data.train")? != "shapes" {
-            return Err(format!(
-                "`data.train` = {:?}: only the embedded `shapes` task is supported so far",
-                c.str("data.train")?
-            ));
+        let truncation = match c.str("data.truncation")?.as_str() {
+            "error" => Truncation::Error,
+            "left" => Truncation::Left,
+            "right" => Truncation::Right,
+            other => {
+                return Err(format!(
+                    "`data.truncation` = {other:?}: expected error, left or right"
+                ));
+            }
+        };
+        let (train_data, val_data) = super::data::sources(c)?;
+        if graph == GraphKind::Sft && train_data.len().is_some() {
+            return Err(
+                "--graph sft trains on the embedded task's reference responses; set \
+                 data.train_files=shapes"
+                    .into(),
+            );
         }
         let run_seed = u64::try_from(c.int("trainer.seed")?)
             .map_err(|_| "`trainer.seed` must not be negative".to_string())?;
@@ -231,47 +256,89 @@ impl Settings {
             sft_lr: c.float("sft.lr")?,
             output_dir: c.str("trainer.output_dir")?,
             experiment_name: c.str("trainer.experiment_name")?,
+            train_data: Arc::new(train_data),
+            val_data: Arc::new(val_data),
+            max_prompt_length: c.positive("data.max_prompt_length")?,
+            truncation,
         })
     }
 }
 
-/// The seed questions of a training step.
-pub fn step_questions(s: &Settings, step: u64) -> Vec<TaskSample> {
+/// The seed questions of a training step: positions `step * batch ..` of the training source.
+pub fn step_questions(s: &Settings, step: u64) -> Result<Vec<Seed>, PolicyError> {
     let start = step * s.batch as u64;
     (start..start + s.batch as u64)
-        .map(|i| shapes_sample(TASK_SEED, Split::Train, i))
+        .map(|p| s.train_data.train_seed(p).map_err(PolicyError::Input))
         .collect()
 }
 
 /// A seed's variants: Share-GRPO expands to m variants (rewrites + visual transforms); GRPO keeps
-/// the original question and image.
-pub fn variants_of(s: &Settings, sample: &TaskSample, step: u64) -> Vec<Variant> {
+/// the original question and images.
+pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
     match s.graph {
         GraphKind::ShareGrpo => {
-            let mut rng = DetRng::derive(s.run_seed, step, &sample.id, 0);
+            let mut rng = DetRng::derive(s.run_seed, step, &seed.id, 0);
             expand_variants(
-                &sample.texts(),
-                &sample.image,
-                &sample.id,
+                &seed.texts(),
+                &seed.images,
+                &seed.id,
                 s.m,
                 s.transform_prob,
                 &mut rng,
             )
         }
-        GraphKind::Grpo | GraphKind::Sft => vec![Variant {
-            seed_id: sample.id.clone(),
-            k: 0,
-            question: format_question(&sample.question, VisualTransform::None),
-            text: sample.question.clone(),
-            image: sample.image.clone(),
-            transform: VisualTransform::None,
-        }],
+        GraphKind::Grpo | GraphKind::Sft => vec![original_variant(seed)],
     }
 }
 
-/// The model inputs of a variant.
-pub fn prompt_of(processor: &Processor, v: &Variant) -> Result<PromptInput, PolicyError> {
-    let p = processor.prompt(&v.question, &[DynamicImage::ImageRgb8(v.image.clone())])?;
+/// The seed's original question and images, untransformed: GRPO's only variant and the
+/// evaluation prompt.
+pub fn original_variant(seed: &Seed) -> Variant {
+    Variant {
+        seed_id: seed.id.clone(),
+        k: 0,
+        question: format_question(&seed.question, VisualTransform::None),
+        text: seed.question.clone(),
+        images: seed.images.clone(),
+        transform: VisualTransform::None,
+    }
+}
+
+/// The model inputs of a variant, truncated to `data.max_prompt_length` by `data.truncation`
+/// (truncation never cuts an image: such a prompt is an error).
+pub fn prompt_of(s: &Settings, processor: &Processor, v: &Variant) -> Result<PromptInput, PolicyError> {
+    let images: Vec<DynamicImage> = v
+        .images
+        .iter()
+        .map(|img| DynamicImage::ImageRgb8(img.clone()))
+        .collect();
+    let mut p = processor.prompt(&v.question, &images)?;
+    let max = s.max_prompt_length;
+    if p.ids.len() > max {
+        let over = p.ids.len() - max;
+        let cut = match s.truncation {
+            Truncation::Error => {
+                return Err(PolicyError::Input(format!(
+                    "seed {}: the prompt has {} tokens, more than data.max_prompt_length = {max}; \
+                     raise it, or set data.truncation=left|right",
+                    v.seed_id,
+                    p.ids.len()
+                )));
+            }
+            Truncation::Left => 0..over,
+            Truncation::Right => max..p.ids.len(),
+        };
+        let image_id = processor.image_token_id();
+        if image_id.is_some_and(|id| p.ids[cut.clone()].contains(&id)) {
+            return Err(PolicyError::Input(format!(
+                "seed {}: truncating the {}-token prompt to data.max_prompt_length = {max} would \
+                 cut image tokens; raise data.max_prompt_length or lower data.max_pixels",
+                v.seed_id,
+                p.ids.len()
+            )));
+        }
+        p.ids.drain(cut);
+    }
     Ok(PromptInput {
         ids: Arc::new(p.ids),
         images: Arc::new(p.images),
@@ -347,13 +414,13 @@ pub fn seed_step(
     s: &Settings,
     model: &PolicyModel,
     processor: &Processor,
-    sample: &TaskSample,
+    sample: &Seed,
     step: u64,
 ) -> Result<(Vec<UpdateRow>, Vec<Vec<Graded>>), PolicyError> {
     let variants = variants_of(s, sample, step);
     let prompts: Vec<PromptInput> = variants
         .iter()
-        .map(|v| prompt_of(processor, v))
+        .map(|v| prompt_of(s, processor, v))
         .collect::<Result<_, _>>()?;
     let mut params = s.sampling.clone();
     params.stop = processor.eos_ids();
@@ -402,37 +469,34 @@ pub fn rollout_stats(groups: &[Vec<Vec<Graded>>], lengths: &[usize]) -> RolloutS
     }
 }
 
-/// Evaluation on the eval split: the original questions, `val_n` samples each at the evaluation
-/// temperature. Returns (mean accuracy, mean overall reward).
+/// Validation on the first `data.val_size` seeds of `data.val_files`: the original questions,
+/// `val_n` samples each at the evaluation temperature (the reference's override: temperature 0.5,
+/// n 1). Returns (mean accuracy, mean overall reward), or `None` without validation questions.
 pub fn evaluate(
     s: &Settings,
     model: &PolicyModel,
     processor: &Processor,
-) -> Result<(f64, f64), PolicyError> {
-    if s.val_size == 0 {
-        return Ok((0.0, 0.0));
-    }
+) -> Result<Option<(f64, f64)>, PolicyError> {
     let mut params = s.val_sampling.clone();
     params.stop = processor.eos_ids();
     let mut acc = 0.0;
     let mut reward = 0.0;
     let mut count = 0usize;
-    let samples: Vec<TaskSample> = (0..s.val_size as u64)
-        .map(|i| shapes_sample(TASK_SEED, Split::Eval, i))
-        .collect();
+    let count_val = s
+        .val_data
+        .len()
+        .map_or(s.val_size as u64, |l| l.min(s.val_size as u64));
+    if count_val == 0 {
+        return Ok(None);
+    }
+    let samples: Vec<Seed> = (0..count_val)
+        .map(|i| s.val_data.seed(i).map_err(PolicyError::Input))
+        .collect::<Result<_, _>>()?;
     for chunk in samples.chunks(16) {
-        let mut prompts = Vec::new();
-        for smp in chunk {
-            let v = Variant {
-                seed_id: smp.id.clone(),
-                k: 0,
-                question: format_question(&smp.question, VisualTransform::None),
-                text: smp.question.clone(),
-                image: smp.image.clone(),
-                transform: VisualTransform::None,
-            };
-            prompts.push(prompt_of(processor, &v)?);
-        }
+        let prompts: Vec<PromptInput> = chunk
+            .iter()
+            .map(|smp| prompt_of(s, processor, &original_variant(smp)))
+            .collect::<Result<_, _>>()?;
         let mut inputs = Vec::new();
         let mut rngs = Vec::new();
         for (p, smp) in prompts.iter().zip(chunk) {
@@ -451,7 +515,10 @@ pub fn evaluate(
             count += 1;
         }
     }
-    Ok((acc / count.max(1) as f64, reward / count.max(1) as f64))
+    Ok(Some((
+        acc / count.max(1) as f64,
+        reward / count.max(1) as f64,
+    )))
 }
 
 /// Sorts a step's rows into the canonical order the update consumes (seed order of the step,
@@ -503,7 +570,7 @@ pub fn run_sequential(
         let mut rows = Vec::new();
         let mut groups = Vec::new();
         let mut lengths = Vec::new();
-        for sample in step_questions(s, step) {
+        for sample in step_questions(s, step)? {
             let (r, g) = seed_step(s, &policy.model, &policy.processor, &sample, step)?;
             lengths.extend(g.iter().flatten().map(|x| x.length));
             rows.extend(r);

@@ -50,5 +50,5 @@ pub use model::{
 pub use optim::{GradAccumulator, OptimConfig, OptimState, Optimizer, StepStats, VarState};
 pub use pretrained::{Policy, Response, ResponseLogProbs, load_image};
 pub use processor::{Processor, Prompt};
-pub use resample::{Filter, PassOrder};
+pub use resample::{Filter, PassOrder, fit_pixels};
 pub use weights::ParamStore;

@@ -244,8 +244,33 @@ impl Processor {
 
     /// The prompt for `question` about `images`: chat template, tokens, expanded image
     /// placeholders and pixel values.
+    ///
+    /// Where the images go: if `question` holds `<image>` placeholders (the EasyR1 / R1-ShareVL
+    /// dataset convention), there must be one per image and each image takes the place of its
+    /// placeholder (the text is split there, as the reference does); otherwise the images come
+    /// first, then the text.
     pub fn prompt(&self, question: &str, images: &[DynamicImage]) -> Result<Prompt> {
-        let content = if images.is_empty() {
+        const PLACEHOLDER: &str = "<image>";
+        let marked = question.matches(PLACEHOLDER).count();
+        let content = if marked > 0 {
+            if marked != images.len() {
+                return Err(PolicyError::Input(format!(
+                    "the question has {marked} {PLACEHOLDER} placeholders for {} images; give one \
+                     placeholder per image, or none to put the images first",
+                    images.len()
+                )));
+            }
+            let mut parts = Vec::new();
+            for (i, segment) in question.split(PLACEHOLDER).enumerate() {
+                if i > 0 {
+                    parts.push(json!({"type": "image"}));
+                }
+                if !segment.is_empty() {
+                    parts.push(json!({"type": "text", "text": segment}));
+                }
+            }
+            Value::Array(parts)
+        } else if images.is_empty() {
             Value::String(question.into())
         } else {
             let mut parts: Vec<Value> = images.iter().map(|_| json!({"type": "image"})).collect();

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use shapes::{reference_response, shapes_sample};
 pub use variants::{
     FORMAT_PROMPT, NOISE_STDS, Variant, VisualTransform, apply_transform, compensatory_prompt,
-    expand_variants, format_question, sample_transform,
+    IMAGE_PLACEHOLDER, expand_variants, format_question, sample_transform,
 };
 
 /// Which half of the task a sample comes from. The halves are disjoint by construction (see
@@ -215,5 +215,43 @@ impl TaskSample {
         std::iter::once(self.question.clone())
             .chain(self.rewrites.iter().cloned())
             .collect()
+    }
+}
+
+/// A seed question as the training graphs consume it (DESIGN.md's `Seed` record), from the
+/// embedded task or a dataset row: the question (which may hold `<image>` placeholders), its
+/// textual rewrites, the decoded images and the ground truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seed {
+    /// Unique within its source; random streams of the seed derive from it.
+    pub id: String,
+    /// The original question.
+    pub question: String,
+    /// Semantically equivalent rewrites (the dataset's `new_questions`); may be empty.
+    pub rewrites: Vec<String>,
+    /// The images, RGB, already resized to the data's pixel bounds; may be empty.
+    pub images: Vec<image::RgbImage>,
+    /// The ground truth the reward grades against.
+    pub answer: String,
+}
+
+impl Seed {
+    /// The question followed by its rewrites: the `texts` argument of [`expand_variants`].
+    pub fn texts(&self) -> Vec<String> {
+        std::iter::once(self.question.clone())
+            .chain(self.rewrites.iter().cloned())
+            .collect()
+    }
+}
+
+impl From<TaskSample> for Seed {
+    fn from(s: TaskSample) -> Self {
+        Self {
+            id: s.id,
+            question: s.question,
+            rewrites: s.rewrites,
+            images: vec![s.image],
+            answer: s.answer,
+        }
     }
 }

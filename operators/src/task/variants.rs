@@ -94,11 +94,25 @@ pub fn compensatory_prompt(t: VisualTransform) -> Option<&'static str> {
     })
 }
 
+/// The image placeholder of dataset questions (EasyR1 / R1-ShareVL): the processor puts the
+/// row's images where these stand, in order (see `Processor::prompt`).
+pub const IMAGE_PLACEHOLDER: &str = "<image>";
+
 /// The question text a variant's prompt holds: `[compensatory sentence + "\n"] + text + " " +
 /// FORMAT_PROMPT`, the reference's `transform_prompt + question + " " + format_prompt.strip()`.
+///
+/// Placeholders ([`IMAGE_PLACEHOLDER`]) that open `text` stay in front, so the sentence starts the
+/// first text segment after the images, as in the reference (which splits the question at the
+/// placeholders and prefixes the text that follows). The reference prefixes every text segment of
+/// a question with several segments; shareflow says it once, before the first.
 pub fn format_question(text: &str, transform: VisualTransform) -> String {
+    let mut rest = text;
+    while let Some(r) = rest.strip_prefix(IMAGE_PLACEHOLDER) {
+        rest = r;
+    }
+    let lead = &text[..text.len() - rest.len()];
     match compensatory_prompt(transform) {
-        Some(sentence) => format!("{sentence}\n{text} {FORMAT_PROMPT}"),
+        Some(sentence) => format!("{lead}{sentence}\n{rest} {FORMAT_PROMPT}"),
         None => format!("{text} {FORMAT_PROMPT}"),
     }
 }
@@ -161,8 +175,8 @@ pub struct Variant {
     pub text: String,
     /// The full question: [`format_question`]`(text, transform)`.
     pub question: String,
-    /// The image under `transform` (not resized).
-    pub image: RgbImage,
+    /// The seed's images under `transform` (not resized), in order.
+    pub images: Vec<RgbImage>,
     /// The visual transform applied.
     pub transform: VisualTransform,
 }
@@ -175,10 +189,11 @@ pub struct Variant {
 /// `n >= m` the m texts are distinct, and with `n < m` (where the reference would raise) every text
 /// is used once, in a random order, before any repeats, and the variants cycle through that order.
 /// Then per variant, in order of `k`: a transform from [`sample_transform`]`(p_transform, rng)` and
-/// its application with [`apply_transform`]. No variants when `texts` is empty or `m` is 0.
+/// its application with [`apply_transform`] to each image in turn (the reference transforms every
+/// image of a row the same way). No variants when `texts` is empty or `m` is 0.
 pub fn expand_variants(
     texts: &[String],
-    image: &RgbImage,
+    images: &[RgbImage],
     seed_id: &str,
     m: usize,
     p_transform: f64,
@@ -192,13 +207,16 @@ pub fn expand_variants(
         .map(|k| {
             let text = texts[order[k % order.len()]].clone();
             let transform = sample_transform(p_transform, rng);
-            let image = apply_transform(image, transform, rng);
+            let images = images
+                .iter()
+                .map(|img| apply_transform(img, transform, rng))
+                .collect();
             Variant {
                 seed_id: seed_id.to_string(),
                 k,
                 question: format_question(&text, transform),
                 text,
-                image,
+                images,
                 transform,
             }
         })

@@ -172,13 +172,53 @@ fn compensatory_prompt_present_iff_transformed_and_names_it() {
 }
 
 #[test]
+fn compensatory_sentence_follows_leading_image_placeholders() {
+    let flip = VisualTransform::FlipVertical;
+    let s = compensatory_prompt(flip).unwrap_or_default();
+    assert_eq!(
+        format_question("<image><image>Which is larger?", flip),
+        format!("<image><image>{s}\nWhich is larger? {FORMAT_PROMPT}")
+    );
+    // Inner placeholders stay where they are; the sentence opens the question once.
+    assert_eq!(
+        format_question("Compare <image> and <image>.", flip),
+        format!("{s}\nCompare <image> and <image>. {FORMAT_PROMPT}")
+    );
+    assert_eq!(
+        format_question("<image>Q", VisualTransform::None),
+        format!("<image>Q {FORMAT_PROMPT}")
+    );
+}
+
+#[test]
+fn every_image_of_a_seed_gets_the_variant_transform() {
+    let a = test_image();
+    let b = image::imageops::rotate90(&a);
+    let pool: Vec<String> = (0..3).map(|i| format!("q{i}")).collect();
+    for seed in 0..40 {
+        let vs = expand_variants(&pool, &[a.clone(), b.clone()], "s", 3, 0.5, &mut DetRng::from_seed(seed));
+        // The same draws as a single-image expansion up to the noise of the second image.
+        let single = expand_variants(&pool, std::slice::from_ref(&a), "s", 3, 0.5, &mut DetRng::from_seed(seed));
+        assert_eq!(vs[0].transform, single[0].transform);
+        assert_eq!(vs[0].images[0], single[0].images[0]);
+        for v in &vs {
+            assert_eq!(v.images.len(), 2);
+            if !matches!(v.transform, VisualTransform::Noise { .. }) {
+                assert_eq!(v.images[0], apply_transform(&a, v.transform, &mut rng()));
+                assert_eq!(v.images[1], apply_transform(&b, v.transform, &mut rng()));
+            }
+        }
+    }
+}
+
+#[test]
 fn expand_variants_is_deterministic_and_takes_distinct_texts() {
     let img = test_image();
     let pool = texts(4);
     for m in 1..=4 {
         for seed in 0..50 {
-            let a = expand_variants(&pool, &img, "seed-7", m, 0.3, &mut DetRng::from_seed(seed));
-            let b = expand_variants(&pool, &img, "seed-7", m, 0.3, &mut DetRng::from_seed(seed));
+            let a = expand_variants(&pool, std::slice::from_ref(&img), "seed-7", m, 0.3, &mut DetRng::from_seed(seed));
+            let b = expand_variants(&pool, std::slice::from_ref(&img), "seed-7", m, 0.3, &mut DetRng::from_seed(seed));
             assert_eq!(a, b);
             assert_eq!(a.len(), m);
             let distinct: HashSet<&str> = a.iter().map(|v| v.text.as_str()).collect();
@@ -189,7 +229,7 @@ fn expand_variants_is_deterministic_and_takes_distinct_texts() {
                 assert_eq!(v.question, format_question(&v.text, v.transform));
                 // Deterministic transforms are recomputable; noise depends on the stream.
                 if !matches!(v.transform, VisualTransform::Noise { .. }) {
-                    assert_eq!(v.image, apply_transform(&img, v.transform, &mut rng()));
+                    assert_eq!(v.images, vec![apply_transform(&img, v.transform, &mut rng())]);
                 }
             }
         }
@@ -202,7 +242,7 @@ fn every_text_is_chosen_uniformly() {
     let pool = texts(4);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for seed in 0..2000 {
-        for v in expand_variants(&pool, &img, "s", 2, 0.0, &mut DetRng::from_seed(seed)) {
+        for v in expand_variants(&pool, std::slice::from_ref(&img), "s", 2, 0.0, &mut DetRng::from_seed(seed)) {
             *counts.entry(v.text).or_default() += 1;
         }
     }
@@ -217,7 +257,7 @@ fn fewer_texts_than_m_cycle_through_a_permutation() {
     let img = test_image();
     let pool = texts(2);
     for seed in 0..20 {
-        let v = expand_variants(&pool, &img, "s", 5, 0.3, &mut DetRng::from_seed(seed));
+        let v = expand_variants(&pool, std::slice::from_ref(&img), "s", 5, 0.3, &mut DetRng::from_seed(seed));
         assert_eq!(v.len(), 5);
         let t: Vec<&str> = v.iter().map(|x| x.text.as_str()).collect();
         assert_ne!(t[0], t[1], "each text once before any repeats");
@@ -225,10 +265,10 @@ fn fewer_texts_than_m_cycle_through_a_permutation() {
             assert_eq!(t[k], t[k % 2], "cycle: {t:?}");
         }
     }
-    let one = expand_variants(&texts(1), &img, "s", 3, 0.3, &mut rng());
+    let one = expand_variants(&texts(1), std::slice::from_ref(&img), "s", 3, 0.3, &mut rng());
     assert!(one.iter().all(|v| v.text == "question text 0?"));
-    assert!(expand_variants(&[], &img, "s", 3, 0.3, &mut rng()).is_empty());
-    assert!(expand_variants(&pool, &img, "s", 0, 0.3, &mut rng()).is_empty());
+    assert!(expand_variants(&[], std::slice::from_ref(&img), "s", 3, 0.3, &mut rng()).is_empty());
+    assert!(expand_variants(&pool, std::slice::from_ref(&img), "s", 0, 0.3, &mut rng()).is_empty());
 }
 
 #[test]
@@ -238,19 +278,19 @@ fn transform_probability_zero_never_one_always_and_all_seven_are_drawn() {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let mut transformed = 0;
     for seed in 0..700 {
-        let never = expand_variants(&pool, &img, "s", 3, 0.0, &mut DetRng::from_seed(seed));
+        let never = expand_variants(&pool, std::slice::from_ref(&img), "s", 3, 0.0, &mut DetRng::from_seed(seed));
         assert!(
             never
                 .iter()
-                .all(|v| v.transform == VisualTransform::None && v.image == img)
+                .all(|v| v.transform == VisualTransform::None && v.images == vec![img.clone()])
         );
-        let always = expand_variants(&pool, &img, "s", 3, 1.0, &mut DetRng::from_seed(seed));
+        let always = expand_variants(&pool, std::slice::from_ref(&img), "s", 3, 1.0, &mut DetRng::from_seed(seed));
         for v in always {
             assert_ne!(v.transform, VisualTransform::None);
             assert!(compensatory_prompt(v.transform).is_some_and(|s| v.question.starts_with(s)));
             *kinds.entry(v.transform.name()).or_default() += 1;
         }
-        let some = expand_variants(&pool, &img, "s", 3, 0.3, &mut DetRng::from_seed(seed));
+        let some = expand_variants(&pool, std::slice::from_ref(&img), "s", 3, 0.3, &mut DetRng::from_seed(seed));
         transformed += some
             .iter()
             .filter(|v| v.transform != VisualTransform::None)

@@ -1,0 +1,296 @@
+//! Where seed questions come from: the embedded `shapes` task or a dataset (parquet / JSON lines,
+//! loaded by [`shareflow_operators::data`]), and the order a run reads them in.
+//!
+//! Training reads the source as a stream of positions `0, 1, 2, ...` (`step * rollout_batch_size
+//! + b`): the embedded task is unbounded, so position p is its train sample p; a dataset of L rows
+//! is read in epochs of L positions, each epoch in a fresh permutation drawn from `data.seed` and
+//! the epoch number (or in file order with `data.shuffle = false`). The data cursor is therefore a
+//! function of the step, which makes resuming a run exact.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use shareflow_operators::data::{DataOptions, OnBadRow, load_dataset};
+use shareflow_operators::policy::fit_pixels;
+use shareflow_operators::task::{Seed, Split, shapes_sample};
+use shareflow_runtime::DetRng;
+
+use super::config::Config;
+
+/// The task's questions do not depend on the run seed: runs with different seeds see the same
+/// questions in the same order and differ in their sampling.
+pub const TASK_SEED: u64 = 0;
+
+/// A source of seed questions.
+pub struct SeedSource {
+    spec: String,
+    kind: Kind,
+    /// The dataset rows the loader dropped (`data.on_bad_row = skip`), one message each.
+    skipped: Vec<String>,
+}
+
+enum Kind {
+    Shapes {
+        split: Split,
+    },
+    Rows {
+        rows: Arc<Vec<shareflow_operators::data::Row>>,
+        min_pixels: u64,
+        max_pixels: u64,
+        shuffle: Option<u64>,
+        /// The permutation of the last epoch read: (epoch, order).
+        epoch: Mutex<Option<(u64, Arc<Vec<u32>>)>>,
+    },
+}
+
+impl fmt::Debug for SeedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeedSource")
+            .field("spec", &self.spec)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl PartialEq for SeedSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.spec == other.spec && self.len() == other.len()
+    }
+}
+
+/// Where a training position lands in a finite dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// Completed passes over the data.
+    pub epoch: u64,
+    /// Position within the current pass.
+    pub offset: u64,
+}
+
+impl SeedSource {
+    /// The embedded task's split.
+    pub fn shapes(split: Split) -> Self {
+        Self {
+            spec: format!("shapes@{}", split.as_str()),
+            kind: Kind::Shapes { split },
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Rows of a loaded dataset; images are resized into `[min_pixels, max_pixels]` (0 = no
+    /// bound) when a seed is made; `shuffle` holds the seed of the per-epoch permutations.
+    pub fn rows(
+        spec: &str,
+        rows: Vec<shareflow_operators::data::Row>,
+        min_pixels: u64,
+        max_pixels: u64,
+        shuffle: Option<u64>,
+    ) -> Self {
+        Self {
+            spec: spec.to_string(),
+            kind: Kind::Rows {
+                rows: Arc::new(rows),
+                min_pixels,
+                max_pixels,
+                shuffle,
+                epoch: Mutex::new(None),
+            },
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The rows the loader skipped, one message each (file, row, column, reason).
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// What the source was made from (`shapes@train`, or the dataset spec).
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// The number of distinct seeds; `None` for the unbounded embedded task.
+    pub fn len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Shapes { .. } => None,
+            Kind::Rows { rows, .. } => Some(rows.len() as u64),
+        }
+    }
+
+    /// True for a dataset without rows (the loader refuses those, so never in practice).
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// Where training position `position` reads (a finite source), else `None`.
+    pub fn cursor(&self, position: u64) -> Option<Cursor> {
+        let len = self.len()?.max(1);
+        Some(Cursor {
+            epoch: position / len,
+            offset: position % len,
+        })
+    }
+
+    /// The seed at training position `position` (see the module docs for the order).
+    pub fn train_seed(&self, position: u64) -> Result<Seed, String> {
+        match &self.kind {
+            Kind::Shapes { .. } => self.seed(position),
+            Kind::Rows { shuffle, epoch, .. } => {
+                let Some(c) = self.cursor(position) else {
+                    return Err(format!("{}: the dataset has no rows", self.spec));
+                };
+                let index = match shuffle {
+                    None => c.offset,
+                    Some(seed) => {
+                        let order = {
+                            let mut cache = epoch
+                                .lock()
+                                .map_err(|_| "the data order cache is poisoned".to_string())?;
+                            match cache.as_ref() {
+                                Some((e, order)) if *e == c.epoch => Arc::clone(order),
+                                _ => {
+                                    let order = Arc::new(permutation(
+                                        self.len().unwrap_or(0),
+                                        *seed,
+                                        c.epoch,
+                                    ));
+                                    *cache = Some((c.epoch, Arc::clone(&order)));
+                                    order
+                                }
+                            }
+                        };
+                        order.get(c.offset as usize).map_or(c.offset, |&i| u64::from(i))
+                    }
+                };
+                self.seed(index)
+            }
+        }
+    }
+
+    /// The seed at index `index` in source order (evaluation reads 0, 1, 2, ...).
+    pub fn seed(&self, index: u64) -> Result<Seed, String> {
+        match &self.kind {
+            Kind::Shapes { split } => Ok(shapes_sample(TASK_SEED, *split, index).into()),
+            Kind::Rows {
+                rows,
+                min_pixels,
+                max_pixels,
+                ..
+            } => {
+                let row = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| rows.get(i))
+                    .ok_or_else(|| {
+                        format!("{}: no row {index} ({} rows)", self.spec, rows.len())
+                    })?;
+                let images = row
+                    .images
+                    .iter()
+                    .enumerate()
+                    .map(|(k, img)| {
+                        img.decode()
+                            .map(|d| fit_pixels(d.to_rgb8(), *min_pixels, *max_pixels))
+                            .map_err(|e| {
+                                format!(
+                                    "{}: row {}, image {k}: {e}",
+                                    row.file.display(),
+                                    row.row
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Seed {
+                    id: row.id.clone(),
+                    question: row.problem.clone(),
+                    rewrites: row.rewrites.clone(),
+                    images,
+                    answer: row.answer.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// The training and validation sources of a configuration (`data.*` keys).
+pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
+    let on_bad_row = match c.str("data.on_bad_row")?.as_str() {
+        "error" => OnBadRow::Error,
+        "skip" => OnBadRow::Skip,
+        other => {
+            return Err(format!(
+                "`data.on_bad_row` = {other:?}: expected error or skip"
+            ));
+        }
+    };
+    let opts = DataOptions {
+        prompt_key: c.str("data.prompt_key")?,
+        answer_key: c.str("data.answer_key")?,
+        image_key: c.str("data.image_key")?,
+        rewrites_key: c.str("data.rewrites_key")?,
+        id_key: c.str("data.id_key")?,
+        on_bad_row,
+    };
+    let min_pixels = c.usize("data.min_pixels")? as u64;
+    let max_pixels = c.usize("data.max_pixels")? as u64;
+    let data_seed = u64::try_from(c.int("data.seed")?)
+        .map_err(|_| "`data.seed` must not be negative".to_string())?;
+    let shuffle = c.bool("data.shuffle")?.then_some(data_seed);
+    let load = |key: &str, spec: &str, shuffle: Option<u64>| -> Result<SeedSource, String> {
+        let ds = load_dataset(spec, &opts).map_err(|e| format!("{key} = {spec:?}: {e}"))?;
+        let mut src = SeedSource::rows(spec, ds.rows, min_pixels, max_pixels, shuffle);
+        src.skipped = ds.skipped.iter().map(|e| e.to_string()).collect();
+        Ok(src)
+    };
+    let train_spec = c.str("data.train_files")?;
+    let train = match train_spec.as_str() {
+        "shapes" => SeedSource::shapes(Split::Train),
+        spec => load("data.train_files", spec, shuffle)?,
+    };
+    let val = match (c.str("data.val_files")?.as_str(), train_spec.as_str()) {
+        ("shapes", _) | ("auto", "shapes") => SeedSource::shapes(Split::Eval),
+        ("auto" | "none", _) => SeedSource::rows("none", Vec::new(), 0, 0, None),
+        (spec, _) => load("data.val_files", spec, None)?,
+    };
+    Ok((train, val))
+}
+
+/// A uniform permutation of `0..len` (Fisher-Yates) from `(seed, epoch)`.
+fn permutation(len: u64, seed: u64, epoch: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..len as u32).collect();
+    let mut rng = DetRng::derive(seed, epoch, "data-order", 0);
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutations_are_complete_and_differ_by_epoch() {
+        let a = permutation(100, 7, 0);
+        let b = permutation(100, 7, 1);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<u32>>());
+        assert_ne!(a, b);
+        assert_eq!(a, permutation(100, 7, 0));
+        assert_ne!(a, permutation(100, 8, 0));
+    }
+
+    #[test]
+    fn shapes_positions_are_train_samples() -> Result<(), String> {
+        let s = SeedSource::shapes(Split::Train);
+        assert_eq!(s.len(), None);
+        assert_eq!(s.cursor(5), None);
+        let seed = s.train_seed(5)?;
+        let sample = shapes_sample(TASK_SEED, Split::Train, 5);
+        assert_eq!(seed.id, sample.id);
+        assert_eq!(seed.images, vec![sample.image]);
+        assert_eq!(seed.texts(), sample.texts());
+        Ok(())
+    }
+}
