@@ -10,6 +10,7 @@
 //! Depends on shareflow-runtime and timely.
 
 pub mod advantage;
+pub mod data;
 pub mod normalize_global;
 pub mod normalize_grpo;
 pub mod normalize_local;
