@@ -14,6 +14,7 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::ParquetMetaData;
 
 use super::{DataError, DataOptions, RawFile, RawImage, RawRewrites, RawRow, missing_column};
 
@@ -62,7 +63,9 @@ struct Columns {
 fn read_inner(file: &Path, opts: &DataOptions) -> Result<RawFile, DataError> {
     let f = std::fs::File::open(file)
         .map_err(|e| DataError::file(file, format!("cannot open the file: {e}")))?;
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
     let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| corrupt(file, e))?;
+    check_chunks(builder.metadata(), file_len).map_err(|e| corrupt(file, e))?;
     let schema = builder.schema().clone();
     let present: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let find = |name: &str| present.iter().position(|c| c == name);
@@ -155,6 +158,31 @@ fn read_inner(file: &Path, opts: &DataOptions) -> Result<RawFile, DataError> {
         }
     }
     Ok(out)
+}
+
+/// Column chunks must lie inside the file. (Regression: a flipped bit in the footer gave a
+/// negative offset, on which the parquet crate asserts, i.e. panics, while reading.)
+fn check_chunks(meta: &ParquetMetaData, file_len: u64) -> Result<(), String> {
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        for (c, col) in rg.columns().iter().enumerate() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or_else(|| col.data_page_offset());
+            let len = col.compressed_size();
+            let inside = start >= 0
+                && len >= 0
+                && (start as u64)
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(format!(
+                    "row group {g}, column chunk {c}: byte range {start}+{len} is outside the \
+                     file ({file_len} bytes)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_row(
