@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use shareflow_operators::data::{
-    DataOptions, ExportRow, ImageRef, OnBadRow, Row, load_dataset, parse_py_list, write_parquet,
+    DataOptions, ExportRow, ImageRef, OnBadRow, Row, load_dataset, parse_py_list, py_repr_list,
+    write_parquet,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -248,6 +249,19 @@ fn python_list_literals() {
     for garbage in ["", "['a'", "[1]", "['a'] ['b']", "{'a'}", "['a' 'b'"] {
         assert_eq!(ok(garbage), None, "{garbage:?}");
     }
+}
+
+/// `py_repr_list` against Python's `repr(list_of_str)`, and back through `parse_py_list`.
+#[test]
+fn python_repr_of_string_lists() -> TestResult {
+    let exp = expected()?;
+    for case in exp["py_repr"].as_array().ok_or("py_repr")? {
+        let items: Vec<String> = serde_json::from_value(case["items"].clone())?;
+        let repr = case["repr"].as_str().ok_or("repr")?;
+        assert_eq!(py_repr_list(&items), repr, "{items:?}");
+        assert_eq!(parse_py_list(repr).as_ref(), Ok(&items), "{repr}");
+    }
+    Ok(())
 }
 
 #[test]

@@ -24,7 +24,8 @@ pub struct ExportRow {
 }
 
 /// HF `datasets` features of the written file, so that `datasets.load_dataset("parquet", ..)`
-/// decodes `images` as images.
+/// decodes `images` as images. (`datasets` ignores them when a field is declared non-nullable,
+/// so every field is nullable.)
 const HF_FEATURES: &str = r#"{"info": {"features": {"id": {"dtype": "string", "_type": "Value"}, "problem": {"dtype": "string", "_type": "Value"}, "answer": {"dtype": "string", "_type": "Value"}, "images": {"feature": {"_type": "Image"}, "_type": "Sequence"}, "new_questions": {"dtype": "string", "_type": "Value"}}}}"#;
 
 /// Writes `rows` to `path` as parquet with columns `id`, `problem`, `answer` (utf8), `images`
@@ -92,11 +93,11 @@ fn to_batch(rows: &[ExportRow]) -> Result<RecordBatch, arrow_schema::ArrowError>
         rows.iter().map(|r| py_repr_list(&r.rewrites)),
     ));
     let schema = Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("problem", DataType::Utf8, false),
-        Field::new("answer", DataType::Utf8, false),
-        Field::new("images", DataType::List(item), false),
-        Field::new("new_questions", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, true),
+        Field::new("problem", DataType::Utf8, true),
+        Field::new("answer", DataType::Utf8, true),
+        Field::new("images", DataType::List(item), true),
+        Field::new("new_questions", DataType::Utf8, true),
     ])
     .with_metadata([("huggingface", HF_FEATURES)]);
     RecordBatch::try_new(

@@ -265,6 +265,18 @@ def main():
         "key": "data.prompt_key",
     }
 
+    # Python's repr of string lists, for `py_repr_list` / `parse_py_list`.
+    lists = [
+        [],
+        ["plain"],
+        ["it's", 'say "hi"', "both ' and \"", "back\\slash"],
+        ["tab\t", "nl\n", "cr\r", "bell\x07", "del\x7f", "nul\x00"],
+        ["caf\u00e9", "\u00b2\u03c0\u4e2d\U0001f600", "nbsp\u00a0", "shy\u00ad"],
+        ["zw\u200b", "ls\u2028", "bom\ufeff", "pua\ue000", "c1\x85", "ideo\u3000"],
+        ["", " ", "'", '"', "''", "\\'"],
+    ]
+    expected["py_repr"] = [{"items": items, "repr": repr(items)} for items in lists]
+
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, ensure_ascii=False)
         f.write("\n")
