@@ -224,10 +224,12 @@ fn read_row(
 }
 
 fn is_string_type(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
-    )
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
+        // Dictionary-encoded strings (pandas categoricals written by pyarrow).
+        DataType::Dictionary(k, v) => k.is_integer() && is_string_type(v),
+        _ => false,
+    }
 }
 
 fn is_int_type(t: &DataType) -> bool {
@@ -285,6 +287,14 @@ fn string_at(a: &dyn Array, i: usize) -> Result<Option<String>, String> {
         DataType::Utf8 => a.as_string_opt::<i32>().map(|s| s.value(i)),
         DataType::LargeUtf8 => a.as_string_opt::<i64>().map(|s| s.value(i)),
         DataType::Utf8View => a.as_string_view_opt().map(|s| s.value(i)),
+        DataType::Dictionary(..) => {
+            let d = a.as_any_dictionary_opt().ok_or_else(|| type_error(a))?;
+            let key = answer_at(d.keys(), i)?
+                .and_then(|k| k.parse::<usize>().ok())
+                .filter(|&k| k < d.values().len())
+                .ok_or_else(|| format!("dictionary key of row {i} is out of range"))?;
+            return string_at(d.values().as_ref(), key);
+        }
         _ => None,
     };
     s.map(|s| Some(s.to_string())).ok_or_else(|| type_error(a))

@@ -208,7 +208,8 @@ def main():
         expected_row(3, "j3", "No image", "D", [], []),
     ]
 
-    # Other image column types: list<binary>, a single struct, binary, large_list.
+    # Other image column types: list<binary>, a single struct, binary, large_list (and a
+    # dictionary-encoded answer column in binary.parquet).
     one = [("<image>One?", "1", "a"), ("<image>Two?", "2", "d")]
     types = {
         "list_binary": pa.array([[IMAGES[r[2]][0]] for r in one], pa.list_(pa.binary())),
@@ -219,9 +220,12 @@ def main():
             pa.large_list(pa.struct([("bytes", pa.large_binary()), ("path", pa.large_string())]))),
     }
     for name, col in types.items():
+        answers = pa.array([r[1] for r in one], pa.string())
+        if name == "binary":
+            answers = answers.dictionary_encode()  # as pandas categoricals are written
         write(f"image_types/{name}.parquet", pa.table({
             "problem": pa.array([r[0] for r in one], pa.large_string()),
-            "answer": pa.array([r[1] for r in one], pa.string()),
+            "answer": answers,
             "images": col,
         }))
         expected["fixtures"][f"image_types/{name}.parquet"] = [
