@@ -7,9 +7,12 @@
 //! ([`ShareAcrossVariants`]) and plain GRPO normalisation ([`NormalizeGrpo`]); the maths lives in
 //! [`advantage`]. The embedded "shapes" visual-reasoning task and Share-GRPO's variant expansion
 //! (textual rewrites, visual transforms, compensatory and format prompts) are in [`task`].
+//! Training datasets (parquet / JSON lines in the EasyR1 layout, validated at load time) are
+//! read and written by [`data`].
 //! Depends on shareflow-runtime and timely.
 
 pub mod advantage;
+pub mod data;
 pub mod normalize_global;
 pub mod normalize_grpo;
 pub mod normalize_local;
