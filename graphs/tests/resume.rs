@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use shareflow_graphs::train::checkpoint::{self, Checkpointer, Start};
-use shareflow_graphs::train::{Config, GraphKind, Outcome, Settings, StepRecord, run_dataflow};
+use shareflow_graphs::train::{
+    Config, GraphKind, Outcome, Settings, StepRecord, run_dataflow, run_sft,
+};
 use shareflow_operators::policy::candle::Device;
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, PolicyModel};
 
@@ -250,6 +252,60 @@ fn save_limit_keeps_the_newest_and_stale_temporaries_are_ignored_then_removed() 
     names.sort();
     assert_eq!(names, vec!["latest", "step_3", "step_4"]);
     assert_eq!(checkpoint::latest(&root), Some(root.join("step_4")));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+#[test]
+fn sft_stop_and_resume_equals_the_straight_run() -> TestResult {
+    let sets = |extra: &[&str]| -> Result<(Config, Settings), String> {
+        let mut v: Vec<String> = [
+            "sft.steps=4",
+            "sft.batch_size=2",
+            "data.val_size=0",
+            "trainer.val_before_train=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(format!(
+            "worker.actor.model.model_path={}",
+            fixture().display()
+        ));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        let c = Config::resolve(None, &v)?;
+        let s = Settings::from_config(&c, GraphKind::Sft)?;
+        Ok((c, s))
+    };
+    let (c, s) = sets(&[])?;
+    let (policy, opt) = load(&s)?;
+    let straight = run_sft(&s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;
+    let root = temp("sft");
+    let (policy, opt) = load(&s)?;
+    let cp = Checkpointer::new(&root, &fixture(), &c, &s)?;
+    let start = Start {
+        resume: None,
+        stop_at_step: 2,
+    };
+    let first = run_sft(
+        &s,
+        policy,
+        opt,
+        start,
+        |_| {},
+        move |st| cp.save(st).map(|_| ()),
+    )?;
+    assert_eq!(first.records.len(), 2);
+    let dir = checkpoint::latest(&root).ok_or("no checkpoint")?;
+    let (mut policy, mut opt) = load(&s)?;
+    let r = checkpoint::restore(&dir, &c, GraphKind::Sft, &mut policy, &mut opt)?;
+    let start = Start {
+        resume: Some(r),
+        stop_at_step: 0,
+    };
+    let resumed = run_sft(&s, policy, opt, start, |_| {}, |_| Ok(()))?;
+    assert_eq!(bits(&resumed.model)?, bits(&straight.model)?);
+    assert_eq!(untimed(&resumed.records), untimed(&straight.records));
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
