@@ -309,3 +309,68 @@ fn sft_stop_and_resume_equals_the_straight_run() -> TestResult {
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
+
+/// The fixture with its weights stored as bf16 (a lossy HF dtype: checkpoints need a master copy).
+fn bf16_fixture(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use shareflow_operators::policy::candle::{DType, safetensors};
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(fixture())? {
+        let p = entry?.path();
+        let Some(name) = p.file_name() else { continue };
+        if p.extension().is_some_and(|e| e == "safetensors") {
+            let mut ts = safetensors::load(&p, &Device::Cpu)?;
+            for t in ts.values_mut() {
+                *t = t.to_dtype(DType::BF16)?;
+            }
+            safetensors::save(&ts, dir.join(name))?;
+        } else {
+            std::fs::copy(&p, dir.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn lossy_hf_dtype_resumes_exactly_from_the_master_copy() -> TestResult {
+    let root = temp("bf16");
+    let model = root.join("model");
+    bf16_fixture(&model)?;
+    let path = format!("worker.actor.model.model_path={}", model.display());
+    let (c, s) = config(&["trainer.total_steps=2", "data.val_size=0", &path])?;
+    let load_bf16 = || -> Result<(Policy, Optimizer), Box<dyn std::error::Error>> {
+        let policy = Policy::load(&model, &Device::Cpu, LoadOptions::default())?;
+        let opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
+        Ok((policy, opt))
+    };
+    let (policy, opt) = load_bf16()?;
+    let straight = run_dataflow(&s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;
+    let ckpts = root.join("checkpoints");
+    let (policy, opt) = load_bf16()?;
+    let cp = Checkpointer::new(&ckpts, &model, &c, &s)?;
+    let start = Start {
+        resume: None,
+        stop_at_step: 1,
+    };
+    run_dataflow(
+        &s,
+        policy,
+        opt,
+        start,
+        |_| {},
+        move |st| cp.save(st).map(|_| ()),
+    )?;
+    let dir = checkpoint::latest(&ckpts).ok_or("no checkpoint")?;
+    assert!(checkpoint::read_state(&dir)?.master_weights);
+    assert!(dir.join("master.safetensors").is_file());
+    let (mut policy, mut opt) = load_bf16()?;
+    let r = checkpoint::restore(&dir, &c, GraphKind::ShareGrpo, &mut policy, &mut opt)?;
+    let start = Start {
+        resume: Some(r),
+        stop_at_step: 0,
+    };
+    let resumed = run_dataflow(&s, policy, opt, start, |_| {}, |_| Ok(()))?;
+    assert_eq!(bits(&resumed.model)?, bits(&straight.model)?);
+    assert_eq!(untimed(&resumed.records), untimed(&straight.records));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
