@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use shareflow::graphs::train::{Config, GraphKind, Settings, run_graph, score_math};
+use shareflow::graphs::train::{Config, GraphKind, Settings, Start, run_graph, score_math};
 use shareflow::graphs::{Estimator, advantage_stage};
 use shareflow::operators::GroupShape;
 use shareflow::operators::policy::candle::Device;
@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         &settings,
         policy,
         optimizer,
+        Start::fresh(),
         |r| {
             println!(
                 "step {}: reward {:.3}, {} response tokens trained on",
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
                 r.update.response_tokens
             );
         },
-        |_, _| Ok(()),
+        |_| Ok(()),
         move |responses| {
             let counter = Arc::clone(&counter);
             let scored = score_math(responses);

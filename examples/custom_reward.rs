@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example custom_reward [-- STEPS]
 
-use shareflow::graphs::train::{Config, GraphKind, Settings, run_graph, scored};
+use shareflow::graphs::train::{Config, GraphKind, Settings, Start, run_graph, scored};
 use shareflow::graphs::{Estimator, advantage_stage};
 use shareflow::operators::policy::candle::Device;
 use shareflow::operators::policy::{LoadOptions, Optimizer, Policy};
@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         &settings,
         policy,
         optimizer,
+        Start::fresh(),
         |r| {
             println!(
                 "step {}: my reward {:.3}, accuracy {:.3}",
@@ -62,7 +63,7 @@ fn main() -> anyhow::Result<()> {
                 r.rollout.reward_accuracy
             );
         },
-        |_, _| Ok(()),
+        |_| Ok(()),
         move |responses| {
             let scored = responses.map(|x| {
                 let (overall, format, accuracy) = my_reward(&x.response, &x.ground_truth);

@@ -80,6 +80,10 @@ struct TrainCmd {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Continue a run from a checkpoint: `auto` (the one `checkpoints/latest` in the run
+    /// directory names, else start fresh) or a `checkpoints/step_N` directory.
+    #[arg(long, value_name = "auto|PATH")]
+    resume: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -324,8 +328,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let graph = shareflow::graphs::train::GraphKind::parse(&cmd.graph)
                 .map_err(anyhow::Error::msg)?;
-            let run =
-                shareflow::tools::train::train(cmd.config.as_deref(), &cmd.sets, graph, cmd.quiet)?;
+            let run = shareflow::tools::train::train(
+                cmd.config.as_deref(),
+                &cmd.sets,
+                graph,
+                cmd.quiet,
+                cmd.resume.as_deref(),
+            )?;
             write_lines(None, &[serde_json::to_string_pretty(&run.summary)?])?;
         }
         Command::Generate(cmd) => {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use shareflow_graphs::train::{
-    Config, GraphKind, Settings, StepRecord, run_dataflow, run_sequential,
+    Config, GraphKind, Settings, Start, StepRecord, run_dataflow, run_sequential,
 };
 use shareflow_operators::policy::candle::{Device, Tensor};
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, PolicyModel};
@@ -75,7 +75,7 @@ fn max_diff(
 fn dataflow(s: &Settings) -> Result<(Params, Vec<StepRecord>), Box<dyn std::error::Error>> {
     let (policy, _, _) = load()?;
     let opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
-    let out = run_dataflow(s, policy, opt, |_| {}, |_, _| Ok(()))?;
+    let out = run_dataflow(s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;
     Ok((params(&out.model), out.records))
 }
 

@@ -377,8 +377,14 @@ fn image_placeholders_place_the_images() -> TestResult {
         }
     }
     assert_eq!(inner.ids, expected);
-    assert_eq!(inner.images[0].grid_thw, proc.prompt("x", &[a])?.images[0].grid_thw);
-    assert_eq!(inner.images[1].grid_thw, proc.prompt("x", &[b])?.images[0].grid_thw);
+    assert_eq!(
+        inner.images[0].grid_thw,
+        proc.prompt("x", &[a])?.images[0].grid_thw
+    );
+    assert_eq!(
+        inner.images[1].grid_thw,
+        proc.prompt("x", &[b])?.images[0].grid_thw
+    );
     // A count that does not match is an error that says what to do.
     let err = proc
         .prompt("<image><image>two?", &two[..1])
@@ -614,7 +620,9 @@ fn fit_pixels_follows_the_reference_sizes() {
         let out = fit_pixels(RgbImage::new(w, h), min, max);
         assert_eq!(out.dimensions(), (ew, eh), "{w}x{h} in [{min}, {max}]");
     }
-    let img = RgbImage::from_fn(30, 20, |x, y| image::Rgb([(x * 8) as u8, (y * 12) as u8, 7]));
+    let img = RgbImage::from_fn(30, 20, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 12) as u8, 7])
+    });
     let out = fit_pixels(img.clone(), 0, 150);
     let expected = shareflow_operators::policy::resample::resize_rgb(
         &img,

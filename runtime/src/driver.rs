@@ -40,12 +40,33 @@ impl StepDriver {
         input: &mut InputHandle<Step, CB>,
         probe: &ProbeHandle<Step>,
         steps: u64,
+        feed: F,
+    ) where
+        CB: ContainerBuilder<Container: Clone>,
+        F: FnMut(Step, &mut InputHandle<Step, CB>),
+    {
+        self.run_from(worker, input, probe, 0, steps, feed);
+    }
+
+    /// Like [`StepDriver::run`] for steps `start..steps` (a resumed run): the input is first
+    /// advanced to `start`, so the probe passes the earlier steps without any data. `start >=
+    /// steps` feeds nothing.
+    pub fn run_from<CB, F>(
+        &mut self,
+        worker: &mut Worker,
+        input: &mut InputHandle<Step, CB>,
+        probe: &ProbeHandle<Step>,
+        start: u64,
+        steps: u64,
         mut feed: F,
     ) where
         CB: ContainerBuilder<Container: Clone>,
         F: FnMut(Step, &mut InputHandle<Step, CB>),
     {
-        for step in 0..steps {
+        if start > *input.time() {
+            input.advance_to(start);
+        }
+        for step in start..steps {
             // Admit `step` once the probe shows every step <= step - max_in_flight finished.
             let oldest_allowed = (step + 1).saturating_sub(self.max_in_flight);
             while probe.less_than(&oldest_allowed) {

@@ -1,18 +1,21 @@
 //! `shareflow train`: resolve the configuration, load (or unpack the embedded) policy, run the
 //! chosen graph with a progress bar, and write the run directory: `config.toml`, `metrics.jsonl`
-//! (one line per step), checkpoints in HF layout under `checkpoints/step_N`, `plot.png` (reward
-//! and eval accuracy per step) and `summary.json`.
+//! (one line per step), checkpoints under `checkpoints/step_N` (the policy in HF layout plus the
+//! optimizer and trainer state for an exact `--resume`), `plot.png` (reward and eval accuracy per
+//! step) and `summary.json`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
+use shareflow_graphs::train::checkpoint;
 use shareflow_graphs::train::{
-    Config, GraphKind, Outcome, Settings, StepRecord, run_dataflow, run_sft,
+    Checkpointer, Config, GraphKind, Outcome, Settings, Start, StepRecord, TrainState,
+    run_dataflow, run_sft,
 };
 use shareflow_operators::policy::candle::Device;
-use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, PolicyModel};
+use shareflow_operators::policy::{LoadOptions, Optimizer, Policy};
 
 use super::plot::{Plot, Series, save_png};
 
@@ -66,22 +69,72 @@ fn model_dir(path: &str, run_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Runs `shareflow train`.
+/// A note on stderr (which checkpoint a resumed run starts from).
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// Which checkpoint to resume from: `--resume auto` takes the one `checkpoints/latest` names
+/// (none: a fresh run), `--resume PATH` a `step_N` directory, which must be complete.
+fn resume_dir(resume: Option<&str>, run_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let root = run_dir.join("checkpoints");
+    match resume {
+        None => {
+            if run_dir.join("metrics.jsonl").exists() {
+                anyhow::bail!(
+                    "{}: a run is already there; pass --resume auto to continue it from its \
+                     latest checkpoint, set trainer.experiment_name=NEW, or remove the directory",
+                    run_dir.display()
+                );
+            }
+            Ok(None)
+        }
+        Some("auto") => match checkpoint::latest(&root) {
+            Some(dir) => {
+                note(&format!("resuming from {}", dir.display()));
+                Ok(Some(dir))
+            }
+            None => {
+                note(&format!(
+                    "--resume auto: no complete checkpoint in {}; starting fresh",
+                    root.display()
+                ));
+                Ok(None)
+            }
+        },
+        Some(path) => {
+            let dir = PathBuf::from(path);
+            if !dir.is_dir() {
+                anyhow::bail!("--resume {path}: not a directory");
+            }
+            let lacks = checkpoint::missing(&dir);
+            if !lacks.is_empty() {
+                anyhow::bail!(
+                    "--resume {path}: not a complete checkpoint; missing: {}",
+                    lacks.join(", ")
+                );
+            }
+            note(&format!("resuming from {}", dir.display()));
+            Ok(Some(dir))
+        }
+    }
+}
+
+/// Runs `shareflow train`. `resume`: `auto` or a checkpoint directory (see `resume_dir`).
 pub fn train(
     config_file: Option<&Path>,
     sets: &[String],
     graph: GraphKind,
     quiet: bool,
+    resume: Option<&str>,
 ) -> anyhow::Result<RunSummary> {
     let config = Config::resolve(config_file, sets).map_err(anyhow::Error::msg)?;
     let settings = Settings::from_config(&config, graph).map_err(anyhow::Error::msg)?;
     let run_dir = Path::new(&settings.output_dir).join(&settings.experiment_name);
-    if run_dir.join("metrics.jsonl").exists() {
-        anyhow::bail!(
-            "{}: a run is already there; set trainer.experiment_name=NEW or remove the directory",
-            run_dir.display()
-        );
-    }
+    let from = resume_dir(resume, &run_dir)?;
+    let stop_at_step = config
+        .usize("trainer.stop_at_step")
+        .map_err(anyhow::Error::msg)? as u64;
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", run_dir.display()))?;
     std::fs::write(run_dir.join("config.toml"), config.to_toml())?;
@@ -90,17 +143,53 @@ pub fn train(
         trainable: true,
         freeze_vision: settings.freeze_vision,
     };
-    let policy = Policy::load(&mdir, &Device::Cpu, opts)
+    let mut policy = Policy::load(&mdir, &Device::Cpu, opts)
         .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
-    let optimizer = Optimizer::new(policy.model.trainable_vars(), settings.optim)?;
-
+    let mut optimizer = Optimizer::new(policy.model.trainable_vars(), settings.optim)?;
+    let ckpt_root = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
-    let metrics = Arc::new(Mutex::new(std::fs::File::create(&metrics_path)?));
+    let start = match &from {
+        Some(dir) => {
+            let r = checkpoint::restore(dir, &config, graph, &mut policy, &mut optimizer)
+                .map_err(anyhow::Error::msg)?;
+            // The run's metrics are the checkpoint's: lines written after it are dropped.
+            std::fs::copy(dir.join("metrics.jsonl"), &metrics_path)?;
+            if ckpt_root.is_dir() {
+                checkpoint::prune(&ckpt_root, 0).map_err(anyhow::Error::msg)?;
+            }
+            Start {
+                resume: Some(r),
+                stop_at_step,
+            }
+        }
+        None => {
+            std::fs::File::create(&metrics_path)?;
+            Start {
+                resume: None,
+                stop_at_step,
+            }
+        }
+    };
+    let first_step = start.first_step();
+    let end_step = start.end(settings.steps as u64);
+    if first_step >= end_step {
+        note(&format!(
+            "{} steps done already (trainer.total_steps = {}, trainer.stop_at_step = \
+             {stop_at_step}): no step to run",
+            first_step, settings.steps
+        ));
+    }
+    let metrics = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)?,
+    ));
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(settings.steps as u64)
     };
+    bar.set_position(first_step);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ({elapsed} elapsed, ~{eta} left)",
@@ -133,19 +222,13 @@ pub fn train(
         }
         bar2.inc(1);
     };
-    let ckpt_root = run_dir.join("checkpoints");
-    let src = mdir.clone();
-    let on_save = move |step: u64, model: &PolicyModel| -> Result<(), String> {
-        std::fs::create_dir_all(&ckpt_root).map_err(|e| e.to_string())?;
-        let out = ckpt_root.join(format!("step_{step}"));
-        if out.exists() {
-            std::fs::remove_dir_all(&out).map_err(|e| e.to_string())?;
-        }
-        model.save(&src, &out).map_err(|e| e.to_string())
-    };
+    let writer = Checkpointer::new(&ckpt_root, &mdir, &config, &settings)
+        .map_err(anyhow::Error::msg)?
+        .with_metrics_line(|r| metrics_line(r).to_string());
+    let on_save = move |st: &TrainState<'_>| -> Result<(), String> { writer.save(st).map(|_| ()) };
     let outcome: Outcome = match graph {
-        GraphKind::Sft => run_sft(&settings, policy, optimizer, on_record, on_save),
-        _ => run_dataflow(&settings, policy, optimizer, on_record, on_save),
+        GraphKind::Sft => run_sft(&settings, policy, optimizer, start, on_record, on_save),
+        _ => run_dataflow(&settings, policy, optimizer, start, on_record, on_save),
     }
     .map_err(anyhow::Error::msg)?;
     bar.finish();
@@ -214,6 +297,7 @@ pub fn train(
     let summary = json!({
         "graph": graph.name(),
         "steps": outcome.records.len(),
+        "resumed_from_step": from.as_ref().map(|_| first_step),
         "max_staleness": settings.max_staleness,
         "eval_accuracy_before": outcome.val_before.map(|v| v.0),
         "eval_accuracy_after": val_after,

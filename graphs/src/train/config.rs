@@ -41,7 +41,11 @@ pub fn keys() -> Vec<KeyDef> {
             s("problem"),
             "dataset column of the question (may hold <image> placeholders)",
         ),
-        k("data.answer_key", s("answer"), "dataset column of the ground truth"),
+        k(
+            "data.answer_key",
+            s("answer"),
+            "dataset column of the ground truth",
+        ),
         k(
             "data.image_key",
             s("images"),
@@ -245,7 +249,19 @@ pub fn keys() -> Vec<KeyDef> {
         k(
             "trainer.save_freq",
             Value::Integer(0),
-            "save a checkpoint every this many steps (0: only at the end)",
+            "save a checkpoint (checkpoints/step_N: HF policy + optimizer + trainer state, \
+             exact resume with --resume) every this many steps (0: only at the end)",
+        ),
+        k(
+            "trainer.save_limit",
+            Value::Integer(0),
+            "keep only the newest this many checkpoints (0: keep all)",
+        ),
+        k(
+            "trainer.stop_at_step",
+            Value::Integer(0),
+            "stop after this step, saving a checkpoint (0: run to total_steps); continue with \
+             --resume auto",
         ),
         k(
             "trainer.output_dir",

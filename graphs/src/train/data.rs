@@ -1,8 +1,8 @@
 //! Where seed questions come from: the embedded `shapes` task or a dataset (parquet / JSON lines,
 //! loaded by [`shareflow_operators::data`]), and the order a run reads them in.
 //!
-//! Training reads the source as a stream of positions `0, 1, 2, ...` (`step * rollout_batch_size
-//! + b`): the embedded task is unbounded, so position p is its train sample p; a dataset of L rows
+//! Training reads the source as a stream of positions `0, 1, 2, ...` (position
+//! `step * rollout_batch_size + b`): the embedded task is unbounded, so position p is its train sample p; a dataset of L rows
 //! is read in epochs of L positions, each epoch in a fresh permutation drawn from `data.seed` and
 //! the epoch number (or in file order with `data.shuffle = false`). The data cursor is therefore a
 //! function of the step, which makes resuming a run exact.
@@ -159,7 +159,9 @@ impl SeedSource {
                                 }
                             }
                         };
-                        order.get(c.offset as usize).map_or(c.offset, |&i| u64::from(i))
+                        order
+                            .get(c.offset as usize)
+                            .map_or(c.offset, |&i| u64::from(i))
                     }
                 };
                 self.seed(index)
@@ -191,11 +193,7 @@ impl SeedSource {
                         img.decode()
                             .map(|d| fit_pixels(d.to_rgb8(), *min_pixels, *max_pixels))
                             .map_err(|e| {
-                                format!(
-                                    "{}: row {}, image {k}: {e}",
-                                    row.file.display(),
-                                    row.row
-                                )
+                                format!("{}: row {}, image {k}: {e}", row.file.display(), row.row)
                             })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -289,8 +287,8 @@ mod tests {
         let seed = s.train_seed(5)?;
         let sample = shapes_sample(TASK_SEED, Split::Train, 5);
         assert_eq!(seed.id, sample.id);
-        assert_eq!(seed.images, vec![sample.image]);
         assert_eq!(seed.texts(), sample.texts());
+        assert_eq!(seed.images, vec![sample.image]);
         Ok(())
     }
 }

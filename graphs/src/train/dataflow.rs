@@ -32,9 +32,10 @@ use shareflow_operators::{GroupShape, Issue, ScoreResponses, Scored, ToScore, Tr
 use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
 use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
+use super::checkpoint::{Resume, Start, TrainState};
 use super::steps::{
-    Graded, GraphKind, Settings, StepRecord, evaluate, prompt_of, rollout_stats,
-    update_step, variants_of,
+    Graded, GraphKind, Settings, StepRecord, evaluate, prompt_of, rollout_stats, update_step,
+    variants_of,
 };
 use crate::advantages::{Estimator, advantage_stage};
 
@@ -94,14 +95,17 @@ fn err(e: PolicyError) -> String {
     e.to_string()
 }
 
-/// Runs the graph. `on_record` sees every step's record as it completes (progress, metrics
-/// file); `on_save(step, model)` is called at save steps and at the end.
+/// Runs the graph from `start` (a fresh run, or a state restored from a checkpoint, and where
+/// to stop). `on_record` sees every new step's record as it completes (progress, metrics file);
+/// `on_save` gets the training state at save steps (every `save_freq` steps), at the stop step
+/// and at the end (e.g. [`super::Checkpointer::save`]).
 pub fn run_dataflow(
     s: &Settings,
     policy: Policy,
     optimizer: Optimizer,
+    start: Start,
     on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
-    on_save: impl Fn(u64, &PolicyModel) -> Result<(), String> + Send + 'static,
+    on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
 ) -> Result<Outcome, String> {
     if s.graph == GraphKind::Sft {
         return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
@@ -115,10 +119,18 @@ pub fn run_dataflow(
         m: s.m as u32,
         n: s.n as u32,
     };
-    run_graph(s, policy, optimizer, on_record, on_save, move |responses| {
-        let scored = score_math(responses);
-        advantage_stage(scored, estimator, Some(shape))
-    })
+    run_graph(
+        s,
+        policy,
+        optimizer,
+        start,
+        on_record,
+        on_save,
+        move |responses| {
+            let scored = score_math(responses);
+            advantage_stage(scored, estimator, Some(shape))
+        },
+    )
 }
 
 /// The stock reward stage: the `math` rule, with each response's reward components kept in its
@@ -187,15 +199,25 @@ impl<F> Middle for F where
 
 /// Runs a training graph whose reward and advantage part is `middle` (see [`run_dataflow`] for
 /// the stock one): seeds -> rollout thread -> `middle` -> update thread -> records, with policy
-/// versions fed back from update to rollout.
+/// versions fed back from update to rollout. `start`, `on_record` and `on_save` as for
+/// [`run_dataflow`].
 pub fn run_graph(
     s: &Settings,
     policy: Policy,
     optimizer: Optimizer,
+    start: Start,
     on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
-    on_save: impl Fn(u64, &PolicyModel) -> Result<(), String> + Send + 'static,
+    on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
     middle: impl Middle,
 ) -> Result<Outcome, String> {
+    let first = start.first_step();
+    let end = start.end(s.steps as u64);
+    let restored = start
+        .resume
+        .as_ref()
+        .map(|r| r.records.clone())
+        .unwrap_or_default();
+    let resume = start.resume;
     let start = Instant::now();
     let (seed_jobs_tx, seed_jobs_rx) = unbounded::<StepJob<SeedRec>>();
     let (scored_tx, scored_rx) = unbounded::<StepReply<ToScore<RespPayload>>>();
@@ -232,6 +254,8 @@ pub fn run_graph(
                 rec_tx,
                 weights_tx,
                 table_rx,
+                resume,
+                end,
                 on_save,
             )
         })
@@ -248,9 +272,8 @@ pub fn run_graph(
         },
     ))));
     let on_record = Arc::new(on_record);
-    let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(Vec::new()));
+    let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(restored));
     let middle = Arc::new(middle);
-    let steps = s.steps as u64;
     let batch = s.batch as u64;
     let in_flight = 1 + s.max_staleness as u64;
     let sink = Arc::clone(&records);
@@ -286,7 +309,7 @@ pub fn run_graph(
                 .probe_with(&probe);
             });
             let mut driver = StepDriver::new(in_flight);
-            driver.run(worker, &mut input, &probe, steps, |step, input| {
+            driver.run_from(worker, &mut input, &probe, first, end, |step, input| {
                 if index == 0 {
                     for seed in step_seeds(step, batch) {
                         input.send(seed);
@@ -303,12 +326,8 @@ pub fn run_graph(
         .map_err(|_| "the update thread panicked".to_string())??;
     let mut records = records.lock().map(|v| v.clone()).unwrap_or_default();
     records.sort_by_key(|r| r.step);
-    if records.len() != s.steps {
-        return Err(format!(
-            "only {} of {} steps completed",
-            records.len(),
-            s.steps
-        ));
+    if records.len() as u64 != end {
+        return Err(format!("only {} of {end} steps completed", records.len()));
     }
     Ok(Outcome {
         records,
@@ -432,17 +451,39 @@ fn update_thread(
     replies: Sender<StepReply<StepRecord>>,
     weights: Sender<PolicyModel>,
     tables: Receiver<StepTable>,
-    on_save: impl Fn(u64, &PolicyModel) -> Result<(), String>,
+    resume: Option<Resume>,
+    end: Step,
+    mut on_save: impl FnMut(&TrainState<'_>) -> Result<(), String>,
 ) -> Result<UpdateResult, String> {
     let mut model = policy.model;
     let processor = policy.processor;
-    model.set_version(0);
-    let _ = weights.send(model.snapshot().map_err(err)?);
-    let val_before = if s.val_before_train {
-        evaluate(s, &model, &processor).map_err(err)?
-    } else {
-        None
+    let staleness = s.max_staleness as u64;
+    // The records so far and the older versions the rollout still needs (for checkpoints).
+    let (mut history, mut recent, val_before) = match resume {
+        Some(r) => {
+            model.set_version(r.step);
+            for v in &r.rollout_versions {
+                let _ = weights.send(v.clone());
+            }
+            let current = model.snapshot().map_err(err)?;
+            let _ = weights.send(current.clone());
+            let mut recent = r.rollout_versions;
+            recent.push(current);
+            (r.records, recent, r.val_before)
+        }
+        None => {
+            model.set_version(0);
+            let current = model.snapshot().map_err(err)?;
+            let _ = weights.send(current.clone());
+            let val_before = if s.val_before_train {
+                evaluate(s, &model, &processor).map_err(err)?
+            } else {
+                None
+            };
+            (Vec::new(), vec![current], val_before)
+        }
     };
+    recent.retain(|m| m.version() + staleness >= model.version());
     let mut busy = 0.0;
     let mut val_after = None;
     let mut pending_tables: BTreeMap<Step, StepTable> = BTreeMap::new();
@@ -505,7 +546,10 @@ fn update_thread(
             .collect::<Result<_, _>>()?;
         let stats = update_step(s, &model, &mut opt, &update_rows, step).map_err(err)?;
         model.set_version(step + 1);
-        let _ = weights.send(model.snapshot().map_err(err)?);
+        let current = model.snapshot().map_err(err)?;
+        let _ = weights.send(current.clone());
+        recent.push(current);
+        recent.retain(|m| m.version() + staleness > step);
         let update_seconds = t0.elapsed().as_secs_f64();
         busy += update_seconds;
         let last = step + 1 == s.steps as u64;
@@ -521,9 +565,6 @@ fn update_thread(
             } else {
                 (None, None)
             };
-        if last || (s.save_freq > 0 && (step + 1) % s.save_freq as u64 == 0) {
-            on_save(step + 1, &model)?;
-        }
         let record = StepRecord {
             step,
             policy_version: step + 1,
@@ -537,6 +578,17 @@ fn update_thread(
             step_seconds: last_step_end.elapsed().as_secs_f64(),
             generated_tokens: table.generated_tokens,
         };
+        history.push(record.clone());
+        if last || step + 1 == end || (s.save_freq > 0 && (step + 1) % s.save_freq as u64 == 0) {
+            on_save(&TrainState {
+                step: step + 1,
+                model: &model,
+                optimizer: &opt,
+                rollout_versions: recent.iter().filter(|m| m.version() <= step).collect(),
+                records: &history,
+                val_before,
+            })?;
+        }
         last_step_end = Instant::now();
         if replies
             .send(StepReply {

@@ -1,5 +1,6 @@
 //! The stock training graphs (`share-grpo`, `grpo`, `sft`) behind `shareflow train`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dataflow;
@@ -7,8 +8,9 @@ pub mod init;
 pub mod sft;
 pub mod steps;
 
+pub use checkpoint::{Checkpointer, Resume, Start, TrainState};
 pub use config::{Config, describe, keys};
+pub use data::SeedSource;
 pub use dataflow::{Middle, Outcome, RespPayload, run_dataflow, run_graph, score_math, scored};
 pub use sft::run_sft;
-pub use data::SeedSource;
 pub use steps::{GraphKind, Settings, StepRecord, Truncation, run_sequential};

@@ -9,12 +9,13 @@ use crossbeam_channel::unbounded;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
-use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel};
+use shareflow_operators::policy::{Optimizer, Policy, PolicyError};
 use shareflow_operators::rl::{UpdateRow, nll_loss};
 use shareflow_operators::task::{Seed, Split, reference_response, shapes_sample};
 use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
 use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
+use super::checkpoint::{Start, TrainState};
 use super::dataflow::{Outcome, SeedRec, step_seeds};
 use super::steps::{Settings, StepRecord, TASK_SEED, evaluate, prompt_of, variants_of};
 use shareflow_operators::rl::UpdateStats;
@@ -23,14 +24,24 @@ fn err(e: PolicyError) -> String {
     e.to_string()
 }
 
-/// Runs SFT for `settings.steps` steps of `settings.batch` questions.
+/// Runs SFT for `settings.steps` steps of `settings.batch` questions, from `start`; `on_record`
+/// and `on_save` as for [`super::run_dataflow`].
 pub fn run_sft(
     s: &Settings,
     policy: Policy,
     optimizer: Optimizer,
+    start: Start,
     on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
-    on_save: impl Fn(u64, &PolicyModel) -> Result<(), String> + Send + 'static,
+    mut on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
 ) -> Result<Outcome, String> {
+    let first = start.first_step();
+    let end = start.end(s.steps as u64);
+    let restored = start
+        .resume
+        .as_ref()
+        .map(|r| r.records.clone())
+        .unwrap_or_default();
+    let resume = start.resume;
     let start = Instant::now();
     let (jobs_tx, jobs_rx) = unbounded::<StepJob<SeedRec>>();
     let (rep_tx, rep_rx) = unbounded::<StepReply<StepRecord>>();
@@ -41,10 +52,15 @@ pub fn run_sft(
             let mut model = policy.model;
             let processor = policy.processor;
             let mut opt = optimizer;
-            let val_before = if us.val_before_train {
-                evaluate(&us, &model, &processor).map_err(err)?
-            } else {
-                None
+            let (mut history, val_before) = match resume {
+                Some(r) => {
+                    model.set_version(r.step);
+                    (r.records, r.val_before)
+                }
+                None if us.val_before_train => {
+                    (Vec::new(), evaluate(&us, &model, &processor).map_err(err)?)
+                }
+                None => (Vec::new(), None),
             };
             let mut busy = 0.0;
             for job in jobs_rx.iter() {
@@ -90,9 +106,6 @@ pub fn run_sft(
                     } else {
                         (None, None)
                     };
-                if last || (us.save_freq > 0 && (job.step + 1) % us.save_freq as u64 == 0) {
-                    on_save(job.step + 1, &model)?;
-                }
                 let record = StepRecord {
                     step: job.step,
                     policy_version: job.step + 1,
@@ -110,6 +123,20 @@ pub fn run_sft(
                     step_seconds: update_seconds,
                     ..StepRecord::default()
                 };
+                history.push(record.clone());
+                if last
+                    || job.step + 1 == end
+                    || (us.save_freq > 0 && (job.step + 1) % us.save_freq as u64 == 0)
+                {
+                    on_save(&TrainState {
+                        step: job.step + 1,
+                        model: &model,
+                        optimizer: &opt,
+                        rollout_versions: Vec::new(),
+                        records: &history,
+                        val_before,
+                    })?;
+                }
                 if rep_tx
                     .send(StepReply {
                         step: job.step,
@@ -129,9 +156,8 @@ pub fn run_sft(
         replies: rep_rx,
     })));
     let on_record = Arc::new(on_record);
-    let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(Vec::new()));
+    let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(restored));
     let sink = Arc::clone(&records);
-    let steps = s.steps as u64;
     let batch = s.batch as u64;
     ClusterConfig::threads(s.workers)
         .execute(move |worker| {
@@ -156,7 +182,7 @@ pub fn run_sft(
                     })
                     .probe_with(&probe);
             });
-            StepDriver::new(1).run(worker, &mut input, &probe, steps, |step, input| {
+            StepDriver::new(1).run_from(worker, &mut input, &probe, first, end, |step, input| {
                 if index == 0 {
                     for seed in step_seeds(step, batch) {
                         input.send(seed);

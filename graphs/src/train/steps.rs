@@ -306,7 +306,11 @@ pub fn original_variant(seed: &Seed) -> Variant {
 
 /// The model inputs of a variant, truncated to `data.max_prompt_length` by `data.truncation`
 /// (truncation never cuts an image: such a prompt is an error).
-pub fn prompt_of(s: &Settings, processor: &Processor, v: &Variant) -> Result<PromptInput, PolicyError> {
+pub fn prompt_of(
+    s: &Settings,
+    processor: &Processor,
+    v: &Variant,
+) -> Result<PromptInput, PolicyError> {
     let images: Vec<DynamicImage> = v
         .images
         .iter()

@@ -361,6 +361,34 @@ fn over_white(src: [u8; 3], a: u8) -> [u8; 3] {
     })
 }
 
+/// The reference's dataset-side resize (R1-ShareVL / EasyR1 `process_image`): an image with more
+/// than `max_pixels` pixels is scaled down, then one with fewer than `min_pixels` scaled up, by
+/// `sqrt(bound / (width * height))` with Python's `int()` truncation of the new sides, bicubic as
+/// PIL's `Image.resize` default. The reference resizes before converting to RGB; shareflow
+/// converts first (the same for RGB sources). A bound of 0 is no bound.
+pub fn fit_pixels(img: RgbImage, min_pixels: u64, max_pixels: u64) -> RgbImage {
+    let scale = |img: RgbImage, bound: u64| {
+        let area = f64::from(img.width()) * f64::from(img.height());
+        let f = (bound as f64 / area).sqrt();
+        // Truncation, as `int(width * factor)`; at least one pixel.
+        let w = ((f64::from(img.width()) * f) as u32).max(1);
+        let h = ((f64::from(img.height()) * f) as u32).max(1);
+        resize_rgb(&img, w, h, Filter::Bicubic)
+    };
+    let area = u64::from(img.width()) * u64::from(img.height());
+    let img = if max_pixels > 0 && area > max_pixels {
+        scale(img, max_pixels)
+    } else {
+        img
+    };
+    let area = u64::from(img.width()) * u64::from(img.height());
+    if min_pixels > 0 && area > 0 && area < min_pixels {
+        scale(img, min_pixels)
+    } else {
+        img
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,33 +426,5 @@ mod tests {
         assert_eq!(over_white([10, 20, 30], 0), [255, 255, 255]);
         assert_eq!(over_white([10, 20, 30], 255), [10, 20, 30]);
         assert_eq!(over_white([0, 0, 0], 128), [127, 127, 127]);
-    }
-}
-
-/// The reference's dataset-side resize (R1-ShareVL / EasyR1 `process_image`): an image with more
-/// than `max_pixels` pixels is scaled down, then one with fewer than `min_pixels` scaled up, by
-/// `sqrt(bound / (width * height))` with Python's `int()` truncation of the new sides, bicubic as
-/// PIL's `Image.resize` default. The reference resizes before converting to RGB; shareflow
-/// converts first (the same for RGB sources). A bound of 0 is no bound.
-pub fn fit_pixels(img: RgbImage, min_pixels: u64, max_pixels: u64) -> RgbImage {
-    let scale = |img: RgbImage, bound: u64| {
-        let area = f64::from(img.width()) * f64::from(img.height());
-        let f = (bound as f64 / area).sqrt();
-        // Truncation, as `int(width * factor)`; at least one pixel.
-        let w = ((f64::from(img.width()) * f) as u32).max(1);
-        let h = ((f64::from(img.height()) * f) as u32).max(1);
-        resize_rgb(&img, w, h, Filter::Bicubic)
-    };
-    let area = u64::from(img.width()) * u64::from(img.height());
-    let img = if max_pixels > 0 && area > max_pixels {
-        scale(img, max_pixels)
-    } else {
-        img
-    };
-    let area = u64::from(img.width()) * u64::from(img.height());
-    if min_pixels > 0 && area > 0 && area < min_pixels {
-        scale(img, min_pixels)
-    } else {
-        img
     }
 }

@@ -226,6 +226,12 @@ impl ParamStore {
         self.params.iter().map(|(n, p)| (n.as_str(), p.tensor()))
     }
 
+    /// The dtype `name` (internal naming) had in the checkpoint, which [`ParamStore::save`]
+    /// writes it in (f32 for a parameter the checkpoint did not have).
+    pub fn saved_dtype(&self, name: &str) -> DType {
+        self.dtypes.get(name).copied().unwrap_or(DType::F32)
+    }
+
     /// The file the weights were read from.
     pub fn source(&self) -> &Path {
         &self.source

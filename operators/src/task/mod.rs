@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use shapes::{reference_response, shapes_sample};
 pub use variants::{
-    FORMAT_PROMPT, NOISE_STDS, Variant, VisualTransform, apply_transform, compensatory_prompt,
-    IMAGE_PLACEHOLDER, expand_variants, format_question, sample_transform,
+    FORMAT_PROMPT, IMAGE_PLACEHOLDER, NOISE_STDS, Variant, VisualTransform, apply_transform,
+    compensatory_prompt, expand_variants, format_question, sample_transform,
 };
 
 /// Which half of the task a sample comes from. The halves are disjoint by construction (see

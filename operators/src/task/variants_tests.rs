@@ -196,9 +196,23 @@ fn every_image_of_a_seed_gets_the_variant_transform() {
     let b = image::imageops::rotate90(&a);
     let pool: Vec<String> = (0..3).map(|i| format!("q{i}")).collect();
     for seed in 0..40 {
-        let vs = expand_variants(&pool, &[a.clone(), b.clone()], "s", 3, 0.5, &mut DetRng::from_seed(seed));
+        let vs = expand_variants(
+            &pool,
+            &[a.clone(), b.clone()],
+            "s",
+            3,
+            0.5,
+            &mut DetRng::from_seed(seed),
+        );
         // The same draws as a single-image expansion up to the noise of the second image.
-        let single = expand_variants(&pool, std::slice::from_ref(&a), "s", 3, 0.5, &mut DetRng::from_seed(seed));
+        let single = expand_variants(
+            &pool,
+            std::slice::from_ref(&a),
+            "s",
+            3,
+            0.5,
+            &mut DetRng::from_seed(seed),
+        );
         assert_eq!(vs[0].transform, single[0].transform);
         assert_eq!(vs[0].images[0], single[0].images[0]);
         for v in &vs {
@@ -217,8 +231,22 @@ fn expand_variants_is_deterministic_and_takes_distinct_texts() {
     let pool = texts(4);
     for m in 1..=4 {
         for seed in 0..50 {
-            let a = expand_variants(&pool, std::slice::from_ref(&img), "seed-7", m, 0.3, &mut DetRng::from_seed(seed));
-            let b = expand_variants(&pool, std::slice::from_ref(&img), "seed-7", m, 0.3, &mut DetRng::from_seed(seed));
+            let a = expand_variants(
+                &pool,
+                std::slice::from_ref(&img),
+                "seed-7",
+                m,
+                0.3,
+                &mut DetRng::from_seed(seed),
+            );
+            let b = expand_variants(
+                &pool,
+                std::slice::from_ref(&img),
+                "seed-7",
+                m,
+                0.3,
+                &mut DetRng::from_seed(seed),
+            );
             assert_eq!(a, b);
             assert_eq!(a.len(), m);
             let distinct: HashSet<&str> = a.iter().map(|v| v.text.as_str()).collect();
@@ -229,7 +257,10 @@ fn expand_variants_is_deterministic_and_takes_distinct_texts() {
                 assert_eq!(v.question, format_question(&v.text, v.transform));
                 // Deterministic transforms are recomputable; noise depends on the stream.
                 if !matches!(v.transform, VisualTransform::Noise { .. }) {
-                    assert_eq!(v.images, vec![apply_transform(&img, v.transform, &mut rng())]);
+                    assert_eq!(
+                        v.images,
+                        vec![apply_transform(&img, v.transform, &mut rng())]
+                    );
                 }
             }
         }
@@ -242,7 +273,14 @@ fn every_text_is_chosen_uniformly() {
     let pool = texts(4);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for seed in 0..2000 {
-        for v in expand_variants(&pool, std::slice::from_ref(&img), "s", 2, 0.0, &mut DetRng::from_seed(seed)) {
+        for v in expand_variants(
+            &pool,
+            std::slice::from_ref(&img),
+            "s",
+            2,
+            0.0,
+            &mut DetRng::from_seed(seed),
+        ) {
             *counts.entry(v.text).or_default() += 1;
         }
     }
@@ -257,7 +295,14 @@ fn fewer_texts_than_m_cycle_through_a_permutation() {
     let img = test_image();
     let pool = texts(2);
     for seed in 0..20 {
-        let v = expand_variants(&pool, std::slice::from_ref(&img), "s", 5, 0.3, &mut DetRng::from_seed(seed));
+        let v = expand_variants(
+            &pool,
+            std::slice::from_ref(&img),
+            "s",
+            5,
+            0.3,
+            &mut DetRng::from_seed(seed),
+        );
         assert_eq!(v.len(), 5);
         let t: Vec<&str> = v.iter().map(|x| x.text.as_str()).collect();
         assert_ne!(t[0], t[1], "each text once before any repeats");
@@ -265,7 +310,14 @@ fn fewer_texts_than_m_cycle_through_a_permutation() {
             assert_eq!(t[k], t[k % 2], "cycle: {t:?}");
         }
     }
-    let one = expand_variants(&texts(1), std::slice::from_ref(&img), "s", 3, 0.3, &mut rng());
+    let one = expand_variants(
+        &texts(1),
+        std::slice::from_ref(&img),
+        "s",
+        3,
+        0.3,
+        &mut rng(),
+    );
     assert!(one.iter().all(|v| v.text == "question text 0?"));
     assert!(expand_variants(&[], std::slice::from_ref(&img), "s", 3, 0.3, &mut rng()).is_empty());
     assert!(expand_variants(&pool, std::slice::from_ref(&img), "s", 0, 0.3, &mut rng()).is_empty());
@@ -278,19 +330,40 @@ fn transform_probability_zero_never_one_always_and_all_seven_are_drawn() {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let mut transformed = 0;
     for seed in 0..700 {
-        let never = expand_variants(&pool, std::slice::from_ref(&img), "s", 3, 0.0, &mut DetRng::from_seed(seed));
+        let never = expand_variants(
+            &pool,
+            std::slice::from_ref(&img),
+            "s",
+            3,
+            0.0,
+            &mut DetRng::from_seed(seed),
+        );
         assert!(
             never
                 .iter()
                 .all(|v| v.transform == VisualTransform::None && v.images == vec![img.clone()])
         );
-        let always = expand_variants(&pool, std::slice::from_ref(&img), "s", 3, 1.0, &mut DetRng::from_seed(seed));
+        let always = expand_variants(
+            &pool,
+            std::slice::from_ref(&img),
+            "s",
+            3,
+            1.0,
+            &mut DetRng::from_seed(seed),
+        );
         for v in always {
             assert_ne!(v.transform, VisualTransform::None);
             assert!(compensatory_prompt(v.transform).is_some_and(|s| v.question.starts_with(s)));
             *kinds.entry(v.transform.name()).or_default() += 1;
         }
-        let some = expand_variants(&pool, std::slice::from_ref(&img), "s", 3, 0.3, &mut DetRng::from_seed(seed));
+        let some = expand_variants(
+            &pool,
+            std::slice::from_ref(&img),
+            "s",
+            3,
+            0.3,
+            &mut DetRng::from_seed(seed),
+        );
         transformed += some
             .iter()
             .filter(|v| v.transform != VisualTransform::None)
