@@ -51,6 +51,37 @@ enum Command {
     /// Create a new tiny Qwen2.5-VL checkpoint: a BPE tokenizer trained on the embedded task's
     /// text and random weights (the starting point of the embedded policy's SFT warm start).
     InitModel(InitModelCmd),
+    /// Datasets: `shareflow data shapes --out DIR` writes the embedded task as parquet in the
+    /// R1-ShareVL-52K layout; `shareflow data check SPEC` loads a dataset and reports its rows.
+    #[command(subcommand)]
+    Data(DataCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCmd {
+    /// Write the embedded task as parquet: DIR/train-00000-of-00001.parquet and
+    /// DIR/test-00000-of-00001.parquet, columns problem, answer, images, new_questions (+ id).
+    /// Train on it with --set data.train_files=DIR@train --set data.val_files=DIR@test.
+    Shapes {
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Training rows.
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+        /// Test (validation) rows, from the eval split.
+        #[arg(long, default_value_t = 128)]
+        val_rows: u64,
+    },
+    /// Load a dataset as `shareflow train` would (same data.* keys) and report its rows and any
+    /// bad ones; exits non-zero on an error.
+    Check {
+        /// A parquet / JSON lines file or directory, optionally PATH@split.
+        spec: String,
+        /// Override a data.* key, e.g. --set data.prompt_key=question; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +351,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shareflow::graphs::train::init::init_model(&cmd.out, cmd.seed, &spec)
                 .map_err(anyhow::Error::msg)?;
             write_lines(None, &[format!("wrote {}", cmd.out.display())])?;
+        }
+        Command::Data(DataCmd::Shapes {
+            out,
+            rows,
+            val_rows,
+        }) => {
+            let lines = shareflow::tools::data::export_shapes(&out, rows, val_rows)?;
+            write_lines(None, &lines)?;
+        }
+        Command::Data(DataCmd::Check { spec, sets }) => {
+            let lines = shareflow::tools::data::check(&spec, &sets)?;
+            write_lines(None, &lines)?;
         }
         Command::Train(cmd) => {
             if cmd.list_config {

@@ -3,6 +3,7 @@
 //! output in a deterministic order. Nothing is written unless everything succeeded.
 
 pub mod advantages;
+pub mod data;
 pub mod jsonl;
 pub mod plot;
 pub mod score;

@@ -130,6 +130,15 @@ pub fn train(
 ) -> anyhow::Result<RunSummary> {
     let config = Config::resolve(config_file, sets).map_err(anyhow::Error::msg)?;
     let settings = Settings::from_config(&config, graph).map_err(anyhow::Error::msg)?;
+    for (name, src) in [("train", &settings.train_data), ("val", &settings.val_data)] {
+        if !src.skipped().is_empty() {
+            tracing::warn!(
+                "{name} data {}: skipped {} bad rows (data.on_bad_row = skip); see summary.json",
+                src.spec(),
+                src.skipped().len()
+            );
+        }
+    }
     let run_dir = Path::new(&settings.output_dir).join(&settings.experiment_name);
     let from = resume_dir(resume, &run_dir)?;
     let stop_at_step = config
@@ -296,6 +305,14 @@ pub fn train(
     let sum_busy = busy_rollout + busy_update;
     let summary = json!({
         "graph": graph.name(),
+        "data": {
+            "train": settings.train_data.spec(),
+            "train_rows": settings.train_data.len(),
+            "train_skipped_rows": settings.train_data.skipped(),
+            "val": settings.val_data.spec(),
+            "val_rows": settings.val_data.len(),
+            "val_skipped_rows": settings.val_data.skipped(),
+        },
         "steps": outcome.records.len(),
         "resumed_from_step": from.as_ref().map(|_| first_step),
         "max_staleness": settings.max_staleness,

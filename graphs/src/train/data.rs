@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use shareflow_operators::data::{DataOptions, OnBadRow, load_dataset};
 use shareflow_operators::policy::fit_pixels;
-use shareflow_operators::task::{Seed, Split, shapes_sample};
+use shareflow_operators::task::{IMAGE_PLACEHOLDER, Seed, Split, shapes_sample};
 use shareflow_runtime::DetRng;
 
 use super::config::Config;
@@ -209,8 +209,8 @@ impl SeedSource {
     }
 }
 
-/// The training and validation sources of a configuration (`data.*` keys).
-pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
+/// The loader options of a configuration (`data.*_key`, `data.on_bad_row`).
+pub fn data_options(c: &Config) -> Result<DataOptions, String> {
     let on_bad_row = match c.str("data.on_bad_row")?.as_str() {
         "error" => OnBadRow::Error,
         "skip" => OnBadRow::Skip,
@@ -220,14 +220,19 @@ pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
             ));
         }
     };
-    let opts = DataOptions {
+    Ok(DataOptions {
         prompt_key: c.str("data.prompt_key")?,
         answer_key: c.str("data.answer_key")?,
         image_key: c.str("data.image_key")?,
         rewrites_key: c.str("data.rewrites_key")?,
         id_key: c.str("data.id_key")?,
         on_bad_row,
-    };
+    })
+}
+
+/// The training and validation sources of a configuration (`data.*` keys).
+pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
+    let opts = data_options(c)?;
     let min_pixels = c.usize("data.min_pixels")? as u64;
     let max_pixels = c.usize("data.max_pixels")? as u64;
     let data_seed = u64::try_from(c.int("data.seed")?)
@@ -250,6 +255,36 @@ pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
         (spec, _) => load("data.val_files", spec, None)?,
     };
     Ok((train, val))
+}
+
+/// The embedded task's `split` samples `0..count` as dataset rows in the R1-ShareVL-52K layout
+/// (`problem` with a leading `<image>`, `answer`, one PNG image, `new_questions` rewrites with the
+/// placeholder too), plus an `id` column so a run on the exported file draws the same random
+/// streams as a run on the embedded source.
+pub fn shapes_rows(
+    split: Split,
+    count: u64,
+) -> Result<Vec<shareflow_operators::data::ExportRow>, String> {
+    (0..count)
+        .map(|i| {
+            let s = shapes_sample(TASK_SEED, split, i);
+            let mut png = Vec::new();
+            s.image
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| format!("{}: cannot encode the image: {e}", s.id))?;
+            Ok(shareflow_operators::data::ExportRow {
+                id: s.id,
+                problem: format!("{IMAGE_PLACEHOLDER}{}", s.question),
+                answer: s.answer,
+                images: vec![png],
+                rewrites: s
+                    .rewrites
+                    .iter()
+                    .map(|r| format!("{IMAGE_PLACEHOLDER}{r}"))
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// A uniform permutation of `0..len` (Fisher-Yates) from `(seed, epoch)`.
