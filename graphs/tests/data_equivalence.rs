@@ -12,6 +12,8 @@ use shareflow_operators::policy::{LoadOptions, Optimizer, Policy};
 use shareflow_operators::task::Split;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
+/// Parameters as (name, f32 bits).
+type Bits = Vec<(String, Vec<u32>)>;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/tiny-qwen2_5_vl")
@@ -43,9 +45,7 @@ fn settings(graph: GraphKind, extra: &[String]) -> Result<Settings, String> {
     Settings::from_config(&Config::resolve(None, &sets)?, graph)
 }
 
-fn run(
-    s: &Settings,
-) -> Result<(Vec<(String, Vec<u32>)>, Vec<StepRecord>), Box<dyn std::error::Error>> {
+fn run(s: &Settings) -> Result<(Bits, Vec<StepRecord>), Box<dyn std::error::Error>> {
     let policy = Policy::load(&fixture(), &Device::Cpu, LoadOptions::default())?;
     let opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
     let out = run_dataflow(s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;

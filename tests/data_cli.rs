@@ -1,0 +1,126 @@
+//! `shareflow data` and `shareflow train` on dataset files: the embedded task exported as
+//! parquet loads back and trains; bad rows and missing columns are errors naming the file, row
+//! and column (or skipped and reported with `data.on_bad_row=skip`).
+
+mod common;
+
+use common::{root, shareflow, temp_dir};
+use serde_json::Value;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let o = shareflow(args, None);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    root()
+        .join("tests/golden/data")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn exported_shapes_load_back_and_train() {
+    let dir = temp_dir("data-shapes");
+    let data = dir.join("shapes").to_string_lossy().into_owned();
+    let (ok, out, err) = run(&[
+        "data",
+        "shapes",
+        "--out",
+        &data,
+        "--rows",
+        "8",
+        "--val-rows",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("8 rows") && out.contains("data.train_files="),
+        "{out}"
+    );
+    let (ok, out, err) = run(&["data", "check", &format!("{data}@train")]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("8 rows from 1 files, 8 images, 8 rows with rewrites, 0 skipped"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&["data", "check", &format!("{data}@test")]);
+    assert!(ok && out.contains("3 rows"), "{out}{err}");
+
+    let runs = dir.to_string_lossy().into_owned();
+    let sets = [
+        format!("data.train_files={data}@train"),
+        format!("data.val_files={data}@test"),
+        "trainer.total_steps=1".into(),
+        "data.rollout_batch_size=1".into(),
+        "worker.rollout.n=2".into(),
+        "data.max_response_length=6".into(),
+        "worker.actor.global_batch_size=8".into(),
+        "worker.actor.micro_batch_size_per_device_for_update=8".into(),
+        format!("trainer.output_dir={runs}"),
+        "trainer.experiment_name=files".into(),
+    ];
+    let mut args = vec!["train", "--quiet"];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let (ok, _, err) = run(&args);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("files/summary.json")).unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null);
+    assert_eq!(summary["data"]["train_rows"], 8, "{summary}");
+    assert_eq!(summary["data"]["val_rows"], 3, "{summary}");
+    assert!(summary["eval_accuracy_after"].is_number(), "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_rows_are_named_or_skipped_and_reported() {
+    let bad = fixture("bad_rows.parquet");
+    let (ok, _, err) = run(&["data", "check", &bad]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad_rows.parquet") && err.contains("row 1") && err.contains("`answer`"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&["data", "check", &bad, "--set", "data.on_bad_row=skip"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 rows") && out.contains("5 skipped"), "{out}");
+    assert_eq!(out.matches("skipped: ").count(), 5, "{out}");
+
+    // The trainer refuses the file before any step, with the same message.
+    let dir = temp_dir("data-bad");
+    let runs = dir.to_string_lossy().into_owned();
+    let train_files = format!("data.train_files={bad}");
+    let output_dir = format!("trainer.output_dir={runs}");
+    let (ok, _, err) = run(&[
+        "train",
+        "--quiet",
+        "--set",
+        &train_files,
+        "--set",
+        &output_dir,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("data.train_files") && err.contains("row 1"),
+        "{err}"
+    );
+
+    // A missing column lists what is there and the key to set.
+    let missing = format!("data.train_files={}", fixture("missing_column.parquet"));
+    let (ok, _, err) = run(&["train", "--quiet", "--set", &missing, "--set", &output_dir]);
+    assert!(!ok);
+    assert!(
+        err.contains("data.prompt_key") || err.contains("data.answer_key"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
