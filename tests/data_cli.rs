@@ -78,6 +78,57 @@ fn exported_shapes_load_back_and_train() {
     assert_eq!(summary["data"]["train_rows"], 8, "{summary}");
     assert_eq!(summary["data"]["val_rows"], 3, "{summary}");
     assert!(summary["eval_accuracy_after"].is_number(), "{summary}");
+
+    // Resume on files: the checkpoint records the cursor; a changed dataset is refused.
+    let mut args2 = args.clone();
+    let stop = "trainer.stop_at_step=1".to_string();
+    let two = "trainer.total_steps=2".to_string();
+    let name = "trainer.experiment_name=resumed".to_string();
+    args2.extend(["--set", &stop, "--set", &two, "--set", &name]);
+    let (ok, _, err) = run(&args2);
+    assert!(ok, "{err}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("resumed/checkpoints/step_1/trainer_state.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null);
+    assert_eq!(state["data_cursor"]["rows"], 8, "{state}");
+    assert_eq!(state["data_cursor"]["offset"], 1, "{state}");
+    let (ok, _, err) = run(&[
+        "data",
+        "shapes",
+        "--out",
+        &data,
+        "--rows",
+        "9",
+        "--val-rows",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    let mut args3 = args2.clone();
+    args3.extend(["--resume", "auto"]);
+    let (ok, _, err) = run(&args3);
+    assert!(!ok && err.contains("would not continue"), "{err}");
+    let (ok, _, err) = run(&[
+        "data",
+        "shapes",
+        "--out",
+        &data,
+        "--rows",
+        "8",
+        "--val-rows",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    args3.extend(["--set", "trainer.stop_at_step=0"]);
+    let (ok, _, err) = run(&args3);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("resumed/summary.json")).unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null);
+    assert_eq!(summary["steps"], 2, "{summary}");
+    assert_eq!(summary["resumed_from_step"], 1, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -159,6 +159,9 @@ pub fn train(
     let metrics_path = run_dir.join("metrics.jsonl");
     let start = match &from {
         Some(dir) => {
+            checkpoint::read_state(dir)
+                .and_then(|st| st.data_cursor.check(&settings.train_data))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
             let r = checkpoint::restore(dir, &config, graph, &mut policy, &mut optimizer)
                 .map_err(anyhow::Error::msg)?;
             // The run's metrics are the checkpoint's: lines written after it are dropped.

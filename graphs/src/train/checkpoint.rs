@@ -148,6 +148,40 @@ pub struct TrainerState {
 pub struct DataCursor {
     pub samples_consumed: u64,
     pub step: u64,
+    /// The training source (`shapes@train` or the dataset spec).
+    #[serde(default)]
+    pub source: String,
+    /// For a dataset: completed passes and the position in the current one (the next seed is
+    /// row `order(epoch)[offset]`); `None` for the unbounded embedded task.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// Rows in the dataset when the checkpoint was written (`None`: the embedded task).
+    #[serde(default)]
+    pub rows: Option<u64>,
+}
+
+impl DataCursor {
+    /// Refuses to resume on a dataset that is not the one the checkpoint read (another source
+    /// or another number of rows would change the order of the remaining seeds).
+    pub fn check(&self, now: &super::data::SeedSource) -> Result<(), String> {
+        if self.source.is_empty() {
+            return Ok(());
+        }
+        if self.source != now.spec() || self.rows != now.len() {
+            return Err(format!(
+                "the checkpoint read {} ({} rows), this run reads {} ({} rows): resuming would \
+                 not continue the same sequence of questions; restore the dataset or start a \
+                 new run",
+                self.source,
+                self.rows.map_or("unbounded".into(), |r| r.to_string()),
+                now.spec(),
+                now.len().map_or("unbounded".into(), |r| r.to_string()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The config fingerprint: every resolved key but [`RESUMABLE_KEYS`], `key = value` per line,
@@ -274,6 +308,7 @@ pub struct Checkpointer {
     graph: GraphKind,
     seed: u64,
     batch: u64,
+    train_data: std::sync::Arc<super::data::SeedSource>,
     max_staleness: usize,
     fingerprint: String,
     save_limit: usize,
@@ -308,6 +343,7 @@ impl Checkpointer {
             graph: settings.graph,
             seed: settings.run_seed,
             batch: settings.batch as u64,
+            train_data: std::sync::Arc::clone(&settings.train_data),
             max_staleness: settings.max_staleness,
             fingerprint: fingerprint(config),
             save_limit: config.usize("trainer.save_limit")?,
@@ -384,9 +420,17 @@ impl Checkpointer {
             policy_version: state.model.version(),
             graph: self.graph.name().to_string(),
             seed: self.seed,
-            data_cursor: DataCursor {
-                samples_consumed: state.step * self.batch,
-                step: state.step,
+            data_cursor: {
+                let consumed = state.step * self.batch;
+                let at = self.train_data.cursor(consumed);
+                DataCursor {
+                    samples_consumed: consumed,
+                    step: state.step,
+                    source: self.train_data.spec().to_string(),
+                    epoch: at.map(|c| c.epoch),
+                    offset: at.map(|c| c.offset),
+                    rows: self.train_data.len(),
+                }
             },
             rng: "not stored: every random stream derives from (trainer.seed, step, ...)".into(),
             val_before: state.val_before,

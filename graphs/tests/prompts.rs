@@ -1,0 +1,83 @@
+//! Prompt length policy (`data.max_prompt_length`, `data.truncation`): an over-long prompt is an
+//! error naming the seed, or loses its first (`left`) or last (`right`) tokens; a cut through
+//! image tokens is always an error.
+
+use std::path::{Path, PathBuf};
+
+use shareflow_graphs::train::steps::{original_variant, prompt_of};
+use shareflow_graphs::train::{Config, GraphKind, Settings};
+use shareflow_operators::policy::candle::Device;
+use shareflow_operators::policy::{LoadOptions, Policy};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/tiny-qwen2_5_vl")
+}
+
+fn settings(extra: &[String]) -> Result<Settings, String> {
+    let mut sets = vec![format!(
+        "worker.actor.model.model_path={}",
+        fixture().display()
+    )];
+    sets.extend(extra.iter().cloned());
+    Settings::from_config(&Config::resolve(None, &sets)?, GraphKind::Grpo)
+}
+
+#[test]
+fn long_prompts_are_refused_or_truncated_but_never_through_images() -> TestResult {
+    let policy = Policy::load(&fixture(), &Device::Cpu, LoadOptions::default())?;
+    let proc = &policy.processor;
+    let image_id = proc.image_token_id().ok_or("no image token")?;
+    let base = settings(&[])?;
+    let seed = base.train_data.seed(3)?;
+    let v = original_variant(&seed);
+    let full = prompt_of(&base, proc, &v)?;
+    let len = full.ids.len();
+    let first_image = full
+        .ids
+        .iter()
+        .position(|&t| t == image_id)
+        .ok_or("no image")?;
+    let last_image = full
+        .ids
+        .iter()
+        .rposition(|&t| t == image_id)
+        .ok_or("no image")?;
+    assert!(first_image > 2 && last_image + 3 < len);
+
+    let with = |max: usize, how: &str| {
+        settings(&[
+            format!("data.max_prompt_length={max}"),
+            format!("data.truncation={how}"),
+        ])
+    };
+    // Fits: unchanged.
+    let same = prompt_of(&with(len, "error")?, proc, &v)?;
+    assert_eq!(same.ids, full.ids);
+    // error: names the seed and the key.
+    let err = prompt_of(&with(len - 1, "error")?, proc, &v)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains(&seed.id) && err.contains("data.max_prompt_length"),
+        "{err}"
+    );
+    // right keeps the start, left keeps the end.
+    let right = prompt_of(&with(len - 2, "right")?, proc, &v)?;
+    assert_eq!(right.ids.as_slice(), &full.ids[..len - 2]);
+    let left = prompt_of(&with(len - 2, "left")?, proc, &v)?;
+    assert_eq!(left.ids.as_slice(), &full.ids[2..]);
+    assert_eq!(left.images.len(), 1);
+    // Through the image tokens: refused either way.
+    for (max, how) in [(len - first_image - 1, "left"), (last_image, "right")] {
+        let err = prompt_of(&with(max, how)?, proc, &v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("image tokens"), "{how}: {err}");
+    }
+    assert!(settings(&["data.truncation=middle".into()]).is_err());
+    Ok(())
+}
