@@ -2,63 +2,30 @@
 //! R1-ShareVL-52K layout `shareflow data shapes` writes) equals training on the in-memory source
 //! with the same seed: same prompts, images, rewrites, answers and random streams.
 
-use std::path::{Path, PathBuf};
-
 use shareflow_graphs::train::data::shapes_rows;
-use shareflow_graphs::train::{Config, GraphKind, Settings, Start, StepRecord, run_dataflow};
+use shareflow_graphs::train::{GraphKind, Settings, Start, StepRecord, run_dataflow};
 use shareflow_operators::data::write_parquet;
-use shareflow_operators::policy::candle::Device;
-use shareflow_operators::policy::{LoadOptions, Optimizer, Policy};
 use shareflow_operators::task::Split;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-/// Parameters as (name, f32 bits).
-type Bits = Vec<(String, Vec<u32>)>;
+mod common;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/tiny-qwen2_5_vl")
-}
+use common::{Bits, TINY, TestResult, bits, load};
 
 fn settings(graph: GraphKind, extra: &[String]) -> Result<Settings, String> {
-    let mut sets: Vec<String> = [
+    let mut sets = TINY.to_vec();
+    sets.extend([
         "trainer.total_steps=2",
-        "data.rollout_batch_size=2",
-        "worker.rollout.n=2",
-        "worker.rollout.question_num=2",
-        "data.max_response_length=6",
         "data.val_size=3",
         "trainer.val_before_train=true",
         "trainer.val_freq=1",
-        "worker.actor.global_batch_size=8",
-        "worker.actor.micro_batch_size_per_device_for_update=4",
-        "worker.actor.optim.lr=0.01",
-        "worker.rollout.transform_prob=0.5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.push(format!(
-        "worker.actor.model.model_path={}",
-        fixture().display()
-    ));
-    sets.extend(extra.iter().cloned());
-    Settings::from_config(&Config::resolve(None, &sets)?, graph)
+    ]);
+    Ok(common::config(graph, &sets, extra)?.1)
 }
 
 fn run(s: &Settings) -> Result<(Bits, Vec<StepRecord>), Box<dyn std::error::Error>> {
-    let policy = Policy::load(&fixture(), &Device::Cpu, LoadOptions::default())?;
-    let opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
+    let (policy, opt) = load(s)?;
     let out = run_dataflow(s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;
-    let mut params = Vec::new();
-    for (name, t) in out.model.params().tensors() {
-        let bits = t
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        params.push((name.to_string(), bits));
-    }
+    let params = bits(&out.model)?;
     let records = out
         .records
         .into_iter()

@@ -2,34 +2,23 @@
 //! error naming the seed, or loses its first (`left`) or last (`right`) tokens; a cut through
 //! image tokens is always an error.
 
-use std::path::{Path, PathBuf};
-
 use shareflow_graphs::train::steps::{original_variant, prompt_of};
-use shareflow_graphs::train::{Config, GraphKind, Settings};
-use shareflow_operators::policy::candle::Device;
-use shareflow_operators::policy::{LoadOptions, Policy};
+use shareflow_graphs::train::{GraphKind, Settings};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/tiny-qwen2_5_vl")
-}
+use common::{TestResult, load};
 
 fn settings(extra: &[String]) -> Result<Settings, String> {
-    let mut sets = vec![format!(
-        "worker.actor.model.model_path={}",
-        fixture().display()
-    )];
-    sets.extend(extra.iter().cloned());
-    Settings::from_config(&Config::resolve(None, &sets)?, GraphKind::Grpo)
+    Ok(common::config(GraphKind::Grpo, &[], extra)?.1)
 }
 
 #[test]
 fn long_prompts_are_refused_or_truncated_but_never_through_images() -> TestResult {
-    let policy = Policy::load(&fixture(), &Device::Cpu, LoadOptions::default())?;
+    let base = settings(&[])?;
+    let (policy, _) = load(&base)?;
     let proc = &policy.processor;
     let image_id = proc.image_token_id().ok_or("no image token")?;
-    let base = settings(&[])?;
     let seed = base.train_data.seed(3)?;
     let v = original_variant(&seed);
     let full = prompt_of(&base, proc, &v)?;

@@ -10,14 +10,11 @@ use shareflow_graphs::train::{
     Config, GraphKind, Outcome, Settings, StepRecord, run_dataflow, run_sft,
 };
 use shareflow_operators::policy::candle::Device;
-use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, PolicyModel};
+use shareflow_operators::policy::{LoadOptions, Optimizer, Policy};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type Bits = Vec<(String, Vec<u32>)>;
+mod common;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/tiny-qwen2_5_vl")
-}
+use common::{TestResult, bits, fixture, load};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sf-resume-{}-{name}", std::process::id()));
@@ -25,48 +22,24 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
+const BASE: &[&str] = &[
+    "trainer.total_steps=6",
+    "data.rollout_batch_size=1",
+    "worker.rollout.n=2",
+    "worker.rollout.question_num=2",
+    "data.max_response_length=6",
+    "data.val_size=2",
+    "trainer.val_before_train=true",
+    "trainer.val_freq=2",
+    "worker.actor.global_batch_size=4",
+    "worker.actor.micro_batch_size_per_device_for_update=4",
+    "worker.actor.optim.lr=0.01",
+    "worker.rollout.transform_prob=0.5",
+];
+
 fn config(extra: &[&str]) -> Result<(Config, Settings), String> {
-    let mut sets: Vec<String> = [
-        "trainer.total_steps=6",
-        "data.rollout_batch_size=1",
-        "worker.rollout.n=2",
-        "worker.rollout.question_num=2",
-        "data.max_response_length=6",
-        "data.val_size=2",
-        "trainer.val_before_train=true",
-        "trainer.val_freq=2",
-        "worker.actor.global_batch_size=4",
-        "worker.actor.micro_batch_size_per_device_for_update=4",
-        "worker.actor.optim.lr=0.01",
-        "worker.rollout.transform_prob=0.5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.push(format!(
-        "worker.actor.model.model_path={}",
-        fixture().display()
-    ));
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    let c = Config::resolve(None, &sets)?;
-    let s = Settings::from_config(&c, GraphKind::ShareGrpo)?;
-    Ok((c, s))
-}
-
-fn load(s: &Settings) -> Result<(Policy, Optimizer), Box<dyn std::error::Error>> {
-    let policy = Policy::load(&fixture(), &Device::Cpu, LoadOptions::default())?;
-    let opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
-    Ok((policy, opt))
-}
-
-/// Every parameter's f32 bits, by name.
-fn bits(m: &PolicyModel) -> Result<Bits, Box<dyn std::error::Error>> {
-    let mut out = Vec::new();
-    for (n, t) in m.params().tensors() {
-        let v = t.flatten_all()?.to_vec1::<f32>()?;
-        out.push((n.to_string(), v.into_iter().map(f32::to_bits).collect()));
-    }
-    Ok(out)
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    common::config(GraphKind::ShareGrpo, BASE, &extra)
 }
 
 fn untimed(records: &[StepRecord]) -> Vec<StepRecord> {
@@ -259,23 +232,17 @@ fn save_limit_keeps_the_newest_and_stale_temporaries_are_ignored_then_removed() 
 #[test]
 fn sft_stop_and_resume_equals_the_straight_run() -> TestResult {
     let sets = |extra: &[&str]| -> Result<(Config, Settings), String> {
-        let mut v: Vec<String> = [
-            "sft.steps=4",
-            "sft.batch_size=2",
-            "data.val_size=0",
-            "trainer.val_before_train=false",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.push(format!(
-            "worker.actor.model.model_path={}",
-            fixture().display()
-        ));
-        v.extend(extra.iter().map(|s| s.to_string()));
-        let c = Config::resolve(None, &v)?;
-        let s = Settings::from_config(&c, GraphKind::Sft)?;
-        Ok((c, s))
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        common::config(
+            GraphKind::Sft,
+            &[
+                "sft.steps=4",
+                "sft.batch_size=2",
+                "data.val_size=0",
+                "trainer.val_before_train=false",
+            ],
+            &extra,
+        )
     };
     let (c, s) = sets(&[])?;
     let (policy, opt) = load(&s)?;

@@ -2,20 +2,16 @@
 //! staleness 0 the dataflow (1 and 2 workers) ends with exactly the same parameters; staleness 1
 //! is deterministic; records carry finite losses and the expected metrics.
 
-use std::path::{Path, PathBuf};
-
 use shareflow_graphs::train::{
     Config, GraphKind, Settings, Start, StepRecord, run_dataflow, run_sequential,
 };
 use shareflow_operators::policy::candle::{Device, Tensor};
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, PolicyModel};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type Params = Vec<(String, Tensor)>;
+mod common;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/tiny-qwen2_5_vl")
-}
+use common::{TestResult, fixture};
+type Params = Vec<(String, Tensor)>;
 
 fn settings(graph: GraphKind, extra: &[&str]) -> Result<Settings, String> {
     let mut sets: Vec<String> = [
