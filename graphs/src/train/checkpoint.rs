@@ -117,6 +117,19 @@ impl Start {
         };
         end.max(self.first_step())
     }
+
+    /// What a graph needs to run `steps` steps from here: the first step, one past the last,
+    /// the records restored (empty for a fresh run) and the restored state.
+    pub fn plan(self, steps: u64) -> (u64, u64, Vec<StepRecord>, Option<Resume>) {
+        let first = self.first_step();
+        let end = self.end(steps);
+        let restored = self
+            .resume
+            .as_ref()
+            .map(|r| r.records.clone())
+            .unwrap_or_default();
+        (first, end, restored, self.resume)
+    }
 }
 
 /// `trainer_state.json`.

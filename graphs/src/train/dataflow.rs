@@ -210,14 +210,7 @@ pub fn run_graph(
     on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
     middle: impl Middle,
 ) -> Result<Outcome, String> {
-    let first = start.first_step();
-    let end = start.end(s.steps as u64);
-    let restored = start
-        .resume
-        .as_ref()
-        .map(|r| r.records.clone())
-        .unwrap_or_default();
-    let resume = start.resume;
+    let (first, end, restored, resume) = start.plan(s.steps as u64);
     let start = Instant::now();
     let (seed_jobs_tx, seed_jobs_rx) = unbounded::<StepJob<SeedRec>>();
     let (scored_tx, scored_rx) = unbounded::<StepReply<ToScore<RespPayload>>>();

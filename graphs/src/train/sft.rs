@@ -34,14 +34,7 @@ pub fn run_sft(
     on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
     mut on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
 ) -> Result<Outcome, String> {
-    let first = start.first_step();
-    let end = start.end(s.steps as u64);
-    let restored = start
-        .resume
-        .as_ref()
-        .map(|r| r.records.clone())
-        .unwrap_or_default();
-    let resume = start.resume;
+    let (first, end, restored, resume) = start.plan(s.steps as u64);
     let start = Instant::now();
     let (jobs_tx, jobs_rx) = unbounded::<StepJob<SeedRec>>();
     let (rep_tx, rep_rx) = unbounded::<StepReply<StepRecord>>();
