@@ -19,6 +19,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub(crate) use pylist::py_repr_str;
 pub use pylist::{parse_py_list, py_repr_list};
 pub use write::{ExportRow, write_parquet};
 

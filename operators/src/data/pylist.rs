@@ -271,7 +271,10 @@ pub fn py_repr_list(items: &[String]) -> String {
     out
 }
 
-fn py_repr_str(s: &str, out: &mut String) {
+/// Python's `repr(str)` appended to `out`: single quotes unless the text has `'` and no `"`,
+/// escapes for backslash, the quote and characters Python does not print (shared with the chat
+/// template's `repr`).
+pub(crate) fn py_repr_str(s: &str, out: &mut String) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {

@@ -208,7 +208,7 @@ pub(crate) fn py_repr(v: &Value, out: &mut String) -> Result<(), Error> {
         ValueKind::None => out.push_str("None"),
         ValueKind::Bool => out.push_str(if v.is_true() { "True" } else { "False" }),
         ValueKind::Number => number(v, out, false)?,
-        ValueKind::String => py_str_repr(v.as_str().unwrap_or_default(), out),
+        ValueKind::String => crate::data::py_repr_str(v.as_str().unwrap_or_default(), out),
         ValueKind::Seq => {
             out.push('[');
             for (i, item) in v.try_iter()?.enumerate() {
@@ -236,33 +236,6 @@ pub(crate) fn py_repr(v: &Value, out: &mut String) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// Python's `repr(str)`: single quotes unless the text has `'` and no `"`.
-fn py_str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    out.push(quote);
-    for ch in s.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
 }
 
 const MONTHS: [&str; 12] = [
