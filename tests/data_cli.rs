@@ -28,16 +28,20 @@ fn fixture(name: &str) -> String {
 fn exported_shapes_load_back_and_train() {
     let dir = temp_dir("data-shapes");
     let data = dir.join("shapes").to_string_lossy().into_owned();
-    let (ok, out, err) = run(&[
-        "data",
-        "shapes",
-        "--out",
-        &data,
-        "--rows",
-        "8",
-        "--val-rows",
-        "3",
-    ]);
+    // `shareflow data shapes` with `rows` train rows and 3 test rows.
+    let export = |rows: &str| {
+        run(&[
+            "data",
+            "shapes",
+            "--out",
+            &data,
+            "--rows",
+            rows,
+            "--val-rows",
+            "3",
+        ])
+    };
+    let (ok, out, err) = export("8");
     assert!(ok, "{err}");
     assert!(
         out.contains("8 rows") && out.contains("data.train_files="),
@@ -94,31 +98,13 @@ fn exported_shapes_load_back_and_train() {
     .unwrap_or(Value::Null);
     assert_eq!(state["data_cursor"]["rows"], 8, "{state}");
     assert_eq!(state["data_cursor"]["offset"], 1, "{state}");
-    let (ok, _, err) = run(&[
-        "data",
-        "shapes",
-        "--out",
-        &data,
-        "--rows",
-        "9",
-        "--val-rows",
-        "3",
-    ]);
+    let (ok, _, err) = export("9");
     assert!(ok, "{err}");
     let mut args3 = args2.clone();
     args3.extend(["--resume", "auto"]);
     let (ok, _, err) = run(&args3);
     assert!(!ok && err.contains("would not continue"), "{err}");
-    let (ok, _, err) = run(&[
-        "data",
-        "shapes",
-        "--out",
-        &data,
-        "--rows",
-        "8",
-        "--val-rows",
-        "3",
-    ]);
+    let (ok, _, err) = export("8");
     assert!(ok, "{err}");
     args3.extend(["--set", "trainer.stop_at_step=0"]);
     let (ok, _, err) = run(&args3);
