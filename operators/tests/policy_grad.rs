@@ -140,3 +140,62 @@ fn frozen_vision_tower_is_not_trained() -> TestResult {
     }
     Ok(())
 }
+
+/// Every parameter's gradient of the surrogate loss equals transformers' + torch's
+/// (`tests/golden/policy/make_grad_golden.py`): per tensor, the largest absolute difference is at
+/// most 1e-3 of the tensor's largest reference gradient (plus 1e-7 absolute).
+#[test]
+fn gradients_match_transformers() -> TestResult {
+    let model = PolicyModel::load(
+        &golden_dir().join("tiny-qwen2_5_vl"),
+        &Device::Cpu,
+        LoadOptions::default(),
+    )?;
+    let golden =
+        candle_core::safetensors::load(golden_dir().join("grad_golden.safetensors"), &Device::Cpu)?;
+    let loss = surrogate_loss(&model, &image()?)?;
+    let want_loss: Vec<f32> = golden["loss"].to_vec1()?;
+    let got_loss = loss.to_scalar::<f32>()?;
+    assert!(
+        (got_loss - want_loss[0]).abs() <= 1e-5 * want_loss[0].abs().max(1.0),
+        "loss {got_loss} vs torch {}",
+        want_loss[0]
+    );
+    let grads = loss.backward()?;
+    let vars = model.trainable_vars();
+    assert_eq!(
+        vars.len(),
+        golden.len() - 1,
+        "trainable tensors vs torch's parameters"
+    );
+    let mut report = Vec::new();
+    let mut worst: f32 = 0.0;
+    for (name, var) in &vars {
+        let want: Vec<f32> = golden
+            .get(name.as_str())
+            .ok_or(format!("{name}: not in the golden file"))?
+            .flatten_all()?
+            .to_vec1()?;
+        let got: Vec<f32> = grads
+            .get(var.as_tensor())
+            .ok_or(format!("{name}: no gradient"))?
+            .flatten_all()?
+            .to_vec1()?;
+        assert_eq!(got.len(), want.len(), "{name}");
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        let rel = diff / scale.max(1e-12);
+        worst = worst.max(rel);
+        if diff > 1e-3 * scale + 1e-7 {
+            report.push(format!(
+                "{name}: max |diff| {diff:.3e} vs max |grad| {scale:.3e}"
+            ));
+        }
+    }
+    eprintln!("worst relative gradient difference: {worst:.3e}");
+    assert!(report.is_empty(), "{}", report.join("\n"));
+    Ok(())
+}
