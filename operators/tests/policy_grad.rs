@@ -195,7 +195,10 @@ fn gradients_match_transformers() -> TestResult {
             ));
         }
     }
-    eprintln!("worst relative gradient difference: {worst:.3e}");
-    assert!(report.is_empty(), "{}", report.join("\n"));
+    assert!(
+        report.is_empty(),
+        "worst relative difference {worst:.3e}\n{}",
+        report.join("\n")
+    );
     Ok(())
 }

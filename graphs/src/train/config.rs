@@ -285,7 +285,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "sft.steps",
-            Value::Integer(100),
+            Value::Integer(300),
             "SFT graph: optimizer steps",
         ),
         k(
@@ -295,7 +295,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "sft.lr",
-            Value::Float(2e-3),
+            Value::Float(5e-4),
             "SFT graph: AdamW learning rate",
         ),
     ]
