@@ -13,6 +13,15 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy")
 }
 
+/// A golden checkpoint with every tensor trainable.
+fn trainable(name: &str) -> Result<PolicyModel, Box<dyn std::error::Error>> {
+    Ok(PolicyModel::load(
+        &golden_dir().join(name),
+        &Device::Cpu,
+        LoadOptions::default(),
+    )?)
+}
+
 fn image() -> Result<PixelValues, Box<dyn std::error::Error>> {
     let all = candle_core::safetensors::load(
         golden_dir().join("pixel_values.safetensors"),
@@ -66,11 +75,7 @@ fn surrogate_loss(
 
 #[test]
 fn every_trainable_parameter_gets_a_finite_nonzero_gradient() -> TestResult {
-    let model = PolicyModel::load(
-        &golden_dir().join("tiny-qwen2_5_vl"),
-        &Device::Cpu,
-        LoadOptions::default(),
-    )?;
+    let model = trainable("tiny-qwen2_5_vl")?;
     let vars = model.trainable_vars();
     assert!(vars.iter().any(|(n, _)| n.starts_with("visual.")));
     assert!(vars.len() > 60, "only {} trainable tensors", vars.len());
@@ -96,11 +101,7 @@ fn every_trainable_parameter_gets_a_finite_nonzero_gradient() -> TestResult {
 
 #[test]
 fn tied_embeddings_get_gradient_from_both_uses() -> TestResult {
-    let model = PolicyModel::load(
-        &golden_dir().join("tiny-qwen2"),
-        &Device::Cpu,
-        LoadOptions::default(),
-    )?;
+    let model = trainable("tiny-qwen2")?;
     assert!(model.config().text.tie_word_embeddings);
     let ids = [10u32, 11, 12, 13, 30, 31, 32];
     let s = model.score(
@@ -146,11 +147,7 @@ fn frozen_vision_tower_is_not_trained() -> TestResult {
 /// most 1e-3 of the tensor's largest reference gradient (plus 1e-7 absolute).
 #[test]
 fn gradients_match_transformers() -> TestResult {
-    let model = PolicyModel::load(
-        &golden_dir().join("tiny-qwen2_5_vl"),
-        &Device::Cpu,
-        LoadOptions::default(),
-    )?;
+    let model = trainable("tiny-qwen2_5_vl")?;
     let golden =
         candle_core::safetensors::load(golden_dir().join("grad_golden.safetensors"), &Device::Cpu)?;
     let loss = surrogate_loss(&model, &image()?)?;
