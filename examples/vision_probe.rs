@@ -12,14 +12,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use image::{DynamicImage, Rgb};
+use shareflow::graphs::train::data::TASK_SEED;
 use shareflow::operators::RewardRule;
 use shareflow::operators::policy::candle::Device;
 use shareflow::operators::policy::{LoadOptions, Policy, SamplingParams};
 use shareflow::operators::reward::score_response;
 use shareflow::operators::task::{Split, VisualTransform, format_question, shapes_sample};
 
-/// The task seed of the embedded eval split (as `shareflow train` uses it).
-const TASK_SEED: u64 = 0;
 /// Columns: greedy, t=0.5 mean, t=1.0 mean, pass@8 at t=1.0, count.
 type Row = [f64; 5];
 
