@@ -138,3 +138,66 @@ fn staleness_one_samples_one_version_behind_and_is_deterministic() -> TestResult
     );
     Ok(())
 }
+
+#[test]
+fn kl_loss_to_the_initial_policy_is_zero_at_first_then_changes_training() -> TestResult {
+    let kl = [
+        "trainer.total_steps=3",
+        "algorithm.use_kl_loss=true",
+        "algorithm.kl_coef=0.5",
+        // One optimizer step per training step (2 seeds x m*m*n = 16 rows).
+        "worker.actor.global_batch_size=16",
+    ];
+    let s = settings(GraphKind::ShareGrpo, &kl)?;
+    assert!(s.update.ppo.kl.is_some());
+    let (policy, _, _) = load()?;
+    let mut opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
+    let mut seq_records = Vec::new();
+    run_sequential(&s, &policy, &mut opt, |r| seq_records.push(r.clone()))?;
+    let seq = params(&policy.model);
+    let (flow, records) = dataflow(&s)?;
+    assert_eq!(
+        max_diff(&flow, &seq)?,
+        0.0,
+        "with a KL loss the dataflow still equals the sequential loop"
+    );
+    // Step 1's only optimizer step starts from the reference itself: the k3 estimator is 0.
+    assert_eq!(records[0].update.kl_loss, 0.0);
+    assert!(
+        records[2].update.kl_loss > 0.0 && records[2].update.kl_loss.is_finite(),
+        "kl_loss at step 3: {}",
+        records[2].update.kl_loss
+    );
+    let plain = settings(GraphKind::ShareGrpo, &kl[..1])?;
+    let plain = Settings {
+        update: shareflow_operators::rl::UpdateConfig {
+            ppo: shareflow_operators::policy::PpoConfig {
+                kl: None,
+                ..s.update.ppo
+            },
+            ..s.update.clone()
+        },
+        ..plain
+    };
+    let (without, plain_records) = dataflow(&plain)?;
+    assert!(plain_records.iter().all(|r| r.update.kl_loss == 0.0));
+    assert!(
+        max_diff(&flow, &without)? > 0.0,
+        "the KL loss must change the update"
+    );
+    Ok(())
+}
+
+#[test]
+fn kl_settings_are_checked() {
+    let full = settings(
+        GraphKind::ShareGrpo,
+        &["algorithm.use_kl_loss=true", "algorithm.kl_penalty=full"],
+    );
+    assert!(matches!(full, Err(e) if e.contains("logits")));
+    let bad = settings(
+        GraphKind::ShareGrpo,
+        &["algorithm.use_kl_loss=true", "algorithm.kl_penalty=k9"],
+    );
+    assert!(matches!(bad, Err(e) if e.contains("kl_penalty") && e.contains("low_var_kl")));
+}

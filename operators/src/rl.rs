@@ -103,6 +103,9 @@ pub struct UpdateStats {
     pub pg_clipfrac_lower: f64,
     pub ppo_kl: f64,
     pub entropy_loss: f64,
+    /// The KL loss to the reference policy before its coefficient (0 without one).
+    #[serde(default)]
+    pub kl_loss: f64,
     pub grad_norm: f64,
     pub lr: f64,
     pub optimizer_steps: usize,
@@ -167,6 +170,32 @@ pub fn ppo_update(
     cfg: &UpdateConfig,
     rng: &mut DetRng,
 ) -> Result<UpdateStats> {
+    ppo_update_with_reference(model, None, opt, rows, cfg, rng)
+}
+
+/// [`ppo_update`] with a frozen reference policy for the KL loss (`cfg.ppo.kl`): each row's
+/// reference log-probs are computed once, before the first mini-batch, at the rollout
+/// temperature (as verl's reference worker does), and every micro-batch's loss adds
+/// `kl.coef * masked_mean(kl_penalty(logp, ref_logp))`. A configured KL loss without a reference
+/// is an error.
+pub fn ppo_update_with_reference(
+    model: &PolicyModel,
+    reference: Option<&PolicyModel>,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    cfg: &UpdateConfig,
+    rng: &mut DetRng,
+) -> Result<UpdateStats> {
+    let reference = match (&cfg.ppo.kl, reference) {
+        (Some(kl), None) => {
+            return Err(PolicyError::Input(format!(
+                "ppo_update: a `{}` KL loss is configured but no reference policy was given",
+                kl.penalty
+            )));
+        }
+        (Some(_), Some(r)) => Some(r),
+        (None, _) => None,
+    };
     if rows.is_empty() {
         return Ok(UpdateStats::default());
     }
@@ -179,12 +208,28 @@ pub fn ppo_update(
     // Old log-probs, micro-batch by micro-batch, without a gradient.
     let mut old: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
     let refs: Vec<&UpdateRow> = rows.iter().collect();
+    let mut ref_lp: Vec<Vec<f32>> = Vec::new();
     for chunk in refs.chunks(cfg.micro_batch_rows) {
         let s = score_rows(model, chunk, cfg.temperature)?;
         for b in 0..chunk.len() {
             old.push(s.row(b)?);
         }
+        if let Some(r) = reference {
+            let s = score_rows(r, chunk, cfg.temperature)?;
+            for b in 0..chunk.len() {
+                ref_lp.push(s.row(b)?);
+            }
+        }
     }
+    let padded = |src: &[Vec<f32>], micro: &[usize], t: usize| -> Result<Tensor> {
+        let mut flat = Vec::with_capacity(micro.len() * t);
+        for &r in micro {
+            let mut o = src[r].clone();
+            o.resize(t, 0.0);
+            flat.extend(o);
+        }
+        Ok(Tensor::from_vec(flat, (micro.len(), t), &device)?)
+    };
     let mut stats = UpdateStats::default();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     for _ in 0..cfg.ppo_epochs.max(1) {
@@ -197,22 +242,26 @@ pub fn ppo_update(
                 continue;
             }
             let mut acc: GradAccumulator = opt.accumulator();
-            let mut terms_sum = [0f64; 5];
+            let mut terms_sum = [0f64; 6];
             for micro in mini.chunks(cfg.micro_batch_rows) {
                 let mrows: Vec<&UpdateRow> = micro.iter().map(|&r| &rows[r]).collect();
                 let s = score_rows(model, &mrows, cfg.temperature)?;
                 let t = s.log_probs.dim(1)?;
-                let mut old_flat = Vec::with_capacity(micro.len() * t);
-                let mut adv = Vec::with_capacity(micro.len());
-                for &r in micro {
-                    let mut o = old[r].clone();
-                    o.resize(t, 0.0);
-                    old_flat.extend(o);
-                    adv.push(rows[r].advantage as f32);
-                }
-                let old_t = Tensor::from_vec(old_flat, (micro.len(), t), &device)?;
+                let adv: Vec<f32> = micro.iter().map(|&r| rows[r].advantage as f32).collect();
+                let old_t = padded(&old, micro, t)?;
+                let ref_t = match reference {
+                    Some(_) => Some(padded(&ref_lp, micro, t)?),
+                    None => None,
+                };
                 let adv_t = Tensor::from_vec(adv, micro.len(), &device)?;
-                let terms = ppo_loss(&s.log_probs, &old_t, &adv_t, &s.mask, None, &cfg.ppo)?;
+                let terms = ppo_loss(
+                    &s.log_probs,
+                    &old_t,
+                    &adv_t,
+                    &s.mask,
+                    ref_t.as_ref(),
+                    &cfg.ppo,
+                )?;
                 let micro_tokens: usize = micro.iter().map(|&r| rows[r].response.len()).sum();
                 let share = micro_tokens as f64 / tokens as f64;
                 if !terms.pg_loss.is_finite() {
@@ -229,6 +278,7 @@ pub fn ppo_update(
                     terms.pg_clipfrac_lower,
                     terms.ppo_kl,
                     terms.entropy_loss,
+                    terms.kl_loss.unwrap_or(0.0),
                 ]) {
                     *slot += v * share;
                 }
@@ -250,6 +300,7 @@ pub fn ppo_update(
             stats.pg_clipfrac_lower += terms_sum[2];
             stats.ppo_kl += terms_sum[3];
             stats.entropy_loss += terms_sum[4];
+            stats.kl_loss += terms_sum[5];
             stats.response_tokens += tokens;
         }
     }
@@ -259,6 +310,7 @@ pub fn ppo_update(
     stats.pg_clipfrac_lower /= n;
     stats.ppo_kl /= n;
     stats.entropy_loss /= n;
+    stats.kl_loss /= n;
     if stats.optimizer_steps > 0 {
         stats.grad_norm /= stats.optimizer_steps as f64;
     }

@@ -41,6 +41,7 @@ pub fn metrics_line(r: &StepRecord) -> Value {
         "actor/pg_clipfrac_lower": r.update.pg_clipfrac_lower,
         "actor/ppo_kl": r.update.ppo_kl,
         "actor/entropy_loss": r.update.entropy_loss,
+        "actor/kl_loss": r.update.kl_loss,
         "actor/grad_norm": r.update.grad_norm,
         "actor/lr": r.update.lr,
         "actor/optimizer_steps": r.update.optimizer_steps,

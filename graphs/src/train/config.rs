@@ -126,6 +126,23 @@ pub fn keys() -> Vec<KeyDef> {
             "add the local (per-variant) advantage on k == j rows; false = global only",
         ),
         k(
+            "algorithm.use_kl_loss",
+            Value::Boolean(false),
+            "add a KL loss to the initial policy (worker.actor.model.model_path, kept frozen) \
+             to the PPO loss; the R1-ShareVL release runs without it",
+        ),
+        k(
+            "algorithm.kl_penalty",
+            s("low_var_kl"),
+            "the KL loss's per-token estimator: `low_var_kl` (k3, clamped to [-10, 10]), `kl`, \
+             `abs` or `mse`",
+        ),
+        k(
+            "algorithm.kl_coef",
+            Value::Float(1e-2),
+            "weight of the KL loss (EasyR1's default)",
+        ),
+        k(
             "worker.rollout.n",
             Value::Integer(6),
             "responses per variant (per question for grpo: n * question_num)",

@@ -448,6 +448,12 @@ fn update_thread(
     end: Step,
     mut on_save: impl FnMut(&TrainState<'_>) -> Result<(), String>,
 ) -> Result<UpdateResult, String> {
+    let reference = super::steps::load_reference(s, &policy.dir).map_err(|e| {
+        format!(
+            "loading the KL reference policy from {}: {e}",
+            policy.dir.display()
+        )
+    })?;
     let mut model = policy.model;
     let processor = policy.processor;
     let staleness = s.max_staleness as u64;
@@ -537,7 +543,8 @@ fn update_thread(
                 }
             })
             .collect::<Result<_, _>>()?;
-        let stats = update_step(s, &model, &mut opt, &update_rows, step).map_err(err)?;
+        let stats = update_step(s, &model, reference.as_ref(), &mut opt, &update_rows, step)
+            .map_err(err)?;
         model.set_version(step + 1);
         let current = model.snapshot().map_err(err)?;
         let _ = weights.send(current.clone());

@@ -2,6 +2,7 @@
 //! graph and by [`run_sequential`], the sequential reference loop the dataflow must reproduce
 //! exactly (staleness 0).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use image::DynamicImage;
@@ -10,12 +11,14 @@ use shareflow_operators::StdConvention;
 use shareflow_operators::advantage::{
     AdvantageError, global_advantages, grpo_advantages, share_grpo_advantages,
 };
+use shareflow_operators::policy::candle::Device;
 use shareflow_operators::policy::{
-    OptimConfig, Optimizer, Policy, PolicyError, PolicyModel, PpoConfig, Processor, SamplingParams,
+    KlConfig, KlPenalty, LoadOptions, OptimConfig, Optimizer, Policy, PolicyError, PolicyModel,
+    PpoConfig, Processor, SamplingParams,
 };
 use shareflow_operators::reward::{RewardRule, rules::score_response};
 use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
-use shareflow_operators::rl::{ppo_update, rollout_seed};
+use shareflow_operators::rl::{ppo_update_with_reference, rollout_seed};
 use shareflow_operators::task::{Seed, Variant, VisualTransform, expand_variants, format_question};
 use shareflow_runtime::rng::DetRng;
 
@@ -187,7 +190,25 @@ impl Settings {
             clip_ratio_low: c.float("worker.actor.clip_ratio_low")?,
             clip_ratio_high: c.float("worker.actor.clip_ratio_high")?,
             clip_ratio_dual: c.float("worker.actor.clip_ratio_dual")?,
-            kl: None,
+            kl: if c.bool("algorithm.use_kl_loss")? {
+                let penalty = match c.str("algorithm.kl_penalty")?.as_str() {
+                    "full" => {
+                        return Err("`algorithm.kl_penalty` = \"full\" needs the reference's \
+                                    logits, which the training graph does not keep; use \
+                                    low_var_kl, kl, abs or mse"
+                            .into());
+                    }
+                    other => other
+                        .parse::<KlPenalty>()
+                        .map_err(|e| format!("`algorithm.kl_penalty`: {e}"))?,
+                };
+                Some(KlConfig {
+                    penalty,
+                    coef: c.float("algorithm.kl_coef")?,
+                })
+            } else {
+                None
+            },
         };
         ppo.validate().map_err(|e| e.to_string())?;
         let update = UpdateConfig {
@@ -532,15 +553,31 @@ pub fn canonical_order<T>(rows: &mut [(usize, usize, usize, usize, T)]) {
 }
 
 /// The update of one step (rows already in canonical order).
+/// `reference`: the frozen initial policy, needed when a KL loss is configured
+/// (`algorithm.use_kl_loss`; see [`load_reference`]).
 pub fn update_step(
     s: &Settings,
     model: &PolicyModel,
+    reference: Option<&PolicyModel>,
     opt: &mut Optimizer,
     rows: &[UpdateRow],
     step: u64,
 ) -> Result<UpdateStats, PolicyError> {
     let mut rng = DetRng::derive(s.run_seed, step, "update", 0);
-    ppo_update(model, opt, rows, &s.update, &mut rng)
+    ppo_update_with_reference(model, reference, opt, rows, &s.update, &mut rng)
+}
+
+/// The reference policy of the KL loss: the checkpoint in `dir` (the run's initial policy, also
+/// when resuming), loaded without gradients; `None` when no KL loss is configured.
+pub fn load_reference(s: &Settings, dir: &Path) -> Result<Option<PolicyModel>, PolicyError> {
+    if s.update.ppo.kl.is_none() {
+        return Ok(None);
+    }
+    let opts = LoadOptions {
+        trainable: false,
+        freeze_vision: true,
+    };
+    PolicyModel::load(dir, &Device::Cpu, opts).map(Some)
 }
 
 /// One row of the metrics log.
@@ -570,6 +607,7 @@ pub fn run_sequential(
     opt: &mut Optimizer,
     mut on_step: impl FnMut(&StepRecord),
 ) -> Result<(), PolicyError> {
+    let reference = load_reference(s, &policy.dir)?;
     for step in 0..s.steps as u64 {
         let mut rows = Vec::new();
         let mut groups = Vec::new();
@@ -580,7 +618,7 @@ pub fn run_sequential(
             rows.extend(r);
             groups.push(g);
         }
-        let stats = update_step(s, &policy.model, opt, &rows, step)?;
+        let stats = update_step(s, &policy.model, reference.as_ref(), opt, &rows, step)?;
         on_step(&StepRecord {
             step,
             policy_version: step + 1,

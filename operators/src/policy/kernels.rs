@@ -23,9 +23,15 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a
     }
 }
 
-/// Runs `f(row_index, out_row)` over rows of `out` (row length `n`) on candle's own CPU thread
-/// pool (the one its matmuls use: another pool would fight its spinning workers for the cores),
-/// when the work is large enough to pay for it.
+/// Rows of `n` elements (the last one may be shorter) per thread: `per * n` elements for each of
+/// at most `threads` chunks, so that every element of `len` is in a chunk some thread runs.
+fn rows_per_thread(len: usize, n: usize, threads: usize) -> usize {
+    len.div_ceil(n.max(1)).div_ceil(threads.max(1)).max(1)
+}
+
+/// Runs `f(row_index, out_row)` over rows of `out` (row length `n`; the last row may be shorter)
+/// on candle's own CPU thread pool (the one its matmuls use: another pool would fight its spinning
+/// workers for the cores), when the work is large enough to pay for it.
 fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let n = n.max(1);
     let pool = candle_core::utils::barrier_pool();
@@ -36,10 +42,10 @@ fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         }
         return;
     }
-    let rows = out.len() / n;
-    let per = rows.div_ceil(threads).max(1);
+    let per = rows_per_thread(out.len(), n, threads);
     let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
         out.chunks_mut(per * n).map(std::sync::Mutex::new).collect();
+    debug_assert!(chunks.len() <= threads);
     pool.execute(|tid| {
         if let Some(chunk) = chunks.get(tid)
             && let Ok(mut chunk) = chunk.lock()
@@ -751,6 +757,45 @@ pub fn token_entropy(logits: &Tensor, temperature: f64) -> candle_core::Result<T
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn every_element_is_in_a_thread_chunk() {
+        // A length that is not a multiple of the row length used to leave a tail chunk no
+        // thread ran (zeros in swiglu's output on 2 threads).
+        for threads in 1..=9 {
+            for n in [1, 7, 4096] {
+                for len in [1, n, 4 * n + 100, 5 * n + 1, 64 * n - 1, 65536 + 3] {
+                    let per = rows_per_thread(len, n, threads);
+                    let chunks = len.div_ceil(per * n);
+                    assert!(
+                        chunks <= threads && chunks * per * n >= len,
+                        "len {len} n {n} threads {threads}: {chunks} chunks of {per} rows"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_is_right_past_the_parallel_threshold_with_a_partial_tail() -> candle_core::Result<()>
+    {
+        // 4 full 4096-element chunks and a partial one: the case that lost its tail.
+        let len = 4 * 4096 * 4 + 100;
+        let g: Vec<f32> = (0..len).map(|i| ((i % 97) as f32 - 48.0) / 17.0).collect();
+        let u: Vec<f32> = (0..len).map(|i| ((i % 89) as f32 - 44.0) / 13.0).collect();
+        let gt = Tensor::from_vec(g.clone(), len, &Device::Cpu)?;
+        let ut = Tensor::from_vec(u.clone(), len, &Device::Cpu)?;
+        let y = swiglu(&gt, &ut)?.to_vec1::<f32>()?;
+        for (i, (&a, &b)) in g.iter().zip(&u).enumerate() {
+            let want = a / (1.0 + (-a).exp()) * b;
+            assert!(
+                (y[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "element {i}: {} vs {want}",
+                y[i]
+            );
+        }
+        Ok(())
+    }
 
     fn rand(shape: &[usize], seed: u64) -> Vec<f32> {
         let mut rng = shareflow_runtime::rng::DetRng::from_seed(seed);
