@@ -3,8 +3,11 @@
 //! images and once with every image blanked to white. A policy whose accuracy does not drop on
 //! blank images answers from the question text alone.
 //!
+//! With `--rewrite K` the K-th textual rewrite of each question is asked instead of the original
+//! (Share-GRPO's rollouts ask rewrites; a policy trained on the originals only may not answer them).
+//!
 //! ```sh
-//! cargo run --release --example vision_probe -- CHECKPOINT_DIR [QUESTIONS=64]
+//! cargo run --release --example vision_probe -- CHECKPOINT_DIR [QUESTIONS=64] [--rewrite K]
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,12 +28,23 @@ type Row = [f64; 5];
 fn probe(
     policy: &Policy,
     questions: u64,
+    rewrite: usize,
     blank: bool,
 ) -> anyhow::Result<BTreeMap<&'static str, Row>> {
     let mut table: BTreeMap<&str, Row> = BTreeMap::new();
     for i in 0..questions {
         let s = shapes_sample(TASK_SEED, Split::Eval, i);
-        let question = format_question(&s.question, VisualTransform::None);
+        let text = match rewrite {
+            0 => &s.question,
+            k => s.rewrites.get(k - 1).with_context(|| {
+                format!(
+                    "question {} has {} rewrites, not {k}",
+                    s.id,
+                    s.rewrites.len()
+                )
+            })?,
+        };
+        let question = format_question(text, VisualTransform::None);
         let mut img = s.image.clone();
         if blank {
             img.pixels_mut().for_each(|p| *p = Rgb([255, 255, 255]));
@@ -91,18 +105,42 @@ fn print(title: &str, table: &BTreeMap<&str, Row>) {
 }
 
 fn main() -> anyhow::Result<()> {
+    const USAGE: &str = "usage: vision_probe CHECKPOINT_DIR [QUESTIONS=64] [--rewrite K]";
+    let mut positional = Vec::new();
+    let mut rewrite = 0usize;
     let mut args = std::env::args().skip(1);
-    let Some(dir) = args.next().map(PathBuf::from) else {
-        bail!("usage: vision_probe CHECKPOINT_DIR [QUESTIONS=64]");
+    while let Some(a) = args.next() {
+        if a == "--rewrite" {
+            let k = args.next().context(USAGE)?;
+            rewrite = k
+                .parse()
+                .with_context(|| format!("--rewrite takes a rewrite number, got {k:?}"))?;
+        } else {
+            positional.push(a);
+        }
+    }
+    let mut positional = positional.into_iter();
+    let Some(dir) = positional.next().map(PathBuf::from) else {
+        bail!(USAGE);
     };
-    let questions: u64 = match args.next() {
+    let questions: u64 = match positional.next() {
         Some(n) => n
             .parse()
             .with_context(|| format!("QUESTIONS must be a count, got {n:?}"))?,
         None => 64,
     };
     let policy = Policy::load(&dir, &Device::Cpu, LoadOptions::default())?;
-    print("real images", &probe(&policy, questions, false)?);
-    print("blank images", &probe(&policy, questions, true)?);
+    let asked = match rewrite {
+        0 => "original questions".to_string(),
+        k => format!("rewrite {k}"),
+    };
+    print(
+        &format!("real images, {asked}"),
+        &probe(&policy, questions, rewrite, false)?,
+    );
+    print(
+        &format!("blank images, {asked}"),
+        &probe(&policy, questions, rewrite, true)?,
+    );
     Ok(())
 }

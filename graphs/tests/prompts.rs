@@ -70,3 +70,49 @@ fn long_prompts_are_refused_or_truncated_but_never_through_images() -> TestResul
     assert!(settings(&["data.truncation=middle".into()]).is_err());
     Ok(())
 }
+
+#[test]
+fn sft_augment_asks_rewrites_and_transformed_images() -> TestResult {
+    use shareflow_graphs::train::steps::sft_variant;
+    use shareflow_operators::task::VisualTransform;
+
+    let sft = |extra: &[String]| -> Result<Settings, String> {
+        Ok(common::config(GraphKind::Sft, &[], extra)?.1)
+    };
+    let augmented = sft(&[
+        "sft.augment=true".into(),
+        "worker.rollout.transform_prob=0.5".into(),
+    ])?;
+    let plain = sft(&[])?;
+    let (mut rewritten, mut original, mut transformed) = (0, 0, 0);
+    for index in 0..40 {
+        let seed = augmented.train_data.seed(index)?;
+        let v = sft_variant(&augmented, &seed, 7);
+        assert!(
+            seed.texts().contains(&v.text),
+            "{}: not one of its texts",
+            seed.id
+        );
+        assert_eq!(v, sft_variant(&augmented, &seed, 7), "not deterministic");
+        if v.text == seed.question {
+            original += 1;
+        } else {
+            rewritten += 1;
+        }
+        if v.transform != VisualTransform::None {
+            transformed += 1;
+            assert_ne!(
+                v.images, seed.images,
+                "{}: transform left the image",
+                seed.id
+            );
+        }
+        assert_eq!(sft_variant(&plain, &seed, 7), original_variant(&seed));
+    }
+    assert!(
+        rewritten > 10 && original > 3,
+        "{rewritten} rewrites, {original} originals"
+    );
+    assert!(transformed > 5, "{transformed} transformed of 40");
+    Ok(())
+}

@@ -315,6 +315,13 @@ pub fn keys() -> Vec<KeyDef> {
             Value::Float(5e-4),
             "SFT graph: AdamW learning rate",
         ),
+        k(
+            "sft.augment",
+            Value::Boolean(false),
+            "SFT graph: ask each question as one variant drawn as share-grpo draws them (the \
+             original or a rewrite, a visual transform with its compensatory prompt at \
+             worker.rollout.transform_prob) instead of the original question only",
+        ),
     ]
 }
 

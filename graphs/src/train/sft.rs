@@ -17,7 +17,7 @@ use shareflow_runtime::{ClusterConfig, Step, StepDriver};
 
 use super::checkpoint::{Start, TrainState};
 use super::dataflow::{Outcome, SeedRec, step_seeds};
-use super::steps::{Settings, StepRecord, TASK_SEED, evaluate, prompt_of, variants_of};
+use super::steps::{Settings, StepRecord, TASK_SEED, evaluate, prompt_of, sft_variant};
 use shareflow_operators::rl::UpdateStats;
 
 fn err(e: PolicyError) -> String {
@@ -63,9 +63,8 @@ pub fn run_sft(
                 let mut rows = Vec::with_capacity(seeds.len());
                 for seed in &seeds {
                     let sample = shapes_sample(TASK_SEED, Split::Train, seed.index);
-                    let v = variants_of(&us, &Seed::from(sample.clone()), job.step);
-                    let Some(v0) = v.first() else { continue };
-                    let prompt = prompt_of(&us, &processor, v0).map_err(err)?;
+                    let v = sft_variant(&us, &Seed::from(sample.clone()), job.step);
+                    let prompt = prompt_of(&us, &processor, &v).map_err(err)?;
                     let mut response = processor
                         .encode(&reference_response(&sample))
                         .map_err(err)?;

@@ -86,6 +86,8 @@ pub struct Settings {
     pub freeze_vision: bool,
     pub workers: usize,
     pub sft_lr: f64,
+    /// `sft.augment`: SFT asks a random variant of each question (see [`sft_variant`]).
+    pub sft_augment: bool,
     pub output_dir: String,
     pub experiment_name: String,
     /// Training seeds (`data.train_files`).
@@ -275,6 +277,7 @@ impl Settings {
             freeze_vision: c.bool("worker.actor.freeze_vision_tower")?,
             workers: c.positive("trainer.workers")?,
             sft_lr: c.float("sft.lr")?,
+            sft_augment: c.bool("sft.augment")?,
             output_dir: c.str("trainer.output_dir")?,
             experiment_name: c.str("trainer.experiment_name")?,
             train_data: Arc::new(train_data),
@@ -310,6 +313,28 @@ pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
         }
         GraphKind::Grpo | GraphKind::Sft => vec![original_variant(seed)],
     }
+}
+
+/// The prompt variant the SFT graph trains a seed on. With `sft.augment`: one variant drawn as
+/// Share-GRPO draws its m (a random text among the original and its rewrites; a visual transform
+/// with its compensatory prompt at `worker.rollout.transform_prob`), from the seed's own random
+/// stream of the step, so the policy learns to answer every phrasing the RL rollouts will ask.
+/// Without it: the original question.
+pub fn sft_variant(s: &Settings, seed: &Seed, step: u64) -> Variant {
+    if !s.sft_augment {
+        return original_variant(seed);
+    }
+    let mut rng = DetRng::derive(s.run_seed, step, &seed.id, 1);
+    expand_variants(
+        &seed.texts(),
+        &seed.images,
+        &seed.id,
+        1,
+        s.transform_prob,
+        &mut rng,
+    )
+    .pop()
+    .unwrap_or_else(|| original_variant(seed))
 }
 
 /// The seed's original question and images, untransformed: GRPO's only variant and the
