@@ -300,19 +300,23 @@ pub fn step_questions(s: &Settings, step: u64) -> Result<Vec<Seed>, PolicyError>
 /// the original question and images.
 pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
     match s.graph {
-        GraphKind::ShareGrpo => {
-            let mut rng = DetRng::derive(s.run_seed, step, &seed.id, 0);
-            expand_variants(
-                &seed.texts(),
-                &seed.images,
-                &seed.id,
-                s.m,
-                s.transform_prob,
-                &mut rng,
-            )
-        }
+        GraphKind::ShareGrpo => drawn_variants(s, seed, step, s.m, 0),
         GraphKind::Grpo | GraphKind::Sft => vec![original_variant(seed)],
     }
+}
+
+/// `m` variants of a seed drawn from its random stream `stream` of the step (rewrites and
+/// compensated visual transforms at `worker.rollout.transform_prob`).
+fn drawn_variants(s: &Settings, seed: &Seed, step: u64, m: usize, stream: u64) -> Vec<Variant> {
+    let mut rng = DetRng::derive(s.run_seed, step, &seed.id, stream);
+    expand_variants(
+        &seed.texts(),
+        &seed.images,
+        &seed.id,
+        m,
+        s.transform_prob,
+        &mut rng,
+    )
 }
 
 /// The prompt variant the SFT graph trains a seed on. With `sft.augment`: one variant drawn as
@@ -324,17 +328,9 @@ pub fn sft_variant(s: &Settings, seed: &Seed, step: u64) -> Variant {
     if !s.sft_augment {
         return original_variant(seed);
     }
-    let mut rng = DetRng::derive(s.run_seed, step, &seed.id, 1);
-    expand_variants(
-        &seed.texts(),
-        &seed.images,
-        &seed.id,
-        1,
-        s.transform_prob,
-        &mut rng,
-    )
-    .pop()
-    .unwrap_or_else(|| original_variant(seed))
+    drawn_variants(s, seed, step, 1, 1)
+        .pop()
+        .unwrap_or_else(|| original_variant(seed))
 }
 
 /// The seed's original question and images, untransformed: GRPO's only variant and the
