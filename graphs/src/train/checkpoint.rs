@@ -230,15 +230,22 @@ fn fingerprint_map(text: &str) -> BTreeMap<&str, &str> {
 }
 
 /// The keys whose values differ between two fingerprints, as `key: a -> b` (`(unset)` where a
-/// side lacks the key).
+/// side lacks the key). A key the checkpoint lacks (it was saved by a release before the key
+/// existed) whose value now is its default is not a difference: a key is only ever added with a
+/// default that keeps the earlier behaviour.
 pub fn fingerprint_diff(checkpoint: &str, now: &str) -> Vec<String> {
     let a = fingerprint_map(checkpoint);
     let b = fingerprint_map(now);
+    let default_text = Config::resolve(None, &[])
+        .map(|c| fingerprint(&c))
+        .unwrap_or_default();
+    let defaults = fingerprint_map(&default_text);
     let mut keys: Vec<&str> = a.keys().chain(b.keys()).copied().collect();
     keys.sort_unstable();
     keys.dedup();
     keys.into_iter()
         .filter(|k| a.get(k) != b.get(k))
+        .filter(|k| !(a.get(k).is_none() && b.get(k).is_some() && b.get(k) == defaults.get(k)))
         .map(|k| {
             format!(
                 "{k}: {} -> {}",
@@ -790,6 +797,29 @@ mod tests {
         let c = Config::resolve(None, &["worker.rollout.n=3".into()])?;
         let d = fingerprint_diff(&fingerprint(&a), &fingerprint(&c));
         assert_eq!(d, vec!["worker.rollout.n: 6 -> 3".to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_added_since_the_checkpoint_is_unchanged_only_at_its_default() -> Result<(), String> {
+        let old: String = fingerprint(&Config::resolve(None, &[])?)
+            .lines()
+            .filter(|l| !l.starts_with("sft.augment = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let now = Config::resolve(None, &[])?;
+        assert!(fingerprint_diff(&old, &fingerprint(&now)).is_empty());
+        let changed = Config::resolve(None, &["sft.augment=true".into()])?;
+        assert_eq!(
+            fingerprint_diff(&old, &fingerprint(&changed)),
+            vec!["sft.augment: (unset) -> true".to_string()]
+        );
+        // A key the current release no longer has is still a difference.
+        let extra = format!("{old}removed.key = 1\n");
+        assert_eq!(
+            fingerprint_diff(&extra, &fingerprint(&now)),
+            vec!["removed.key: 1 -> (unset)".to_string()]
+        );
         Ok(())
     }
 
