@@ -245,7 +245,7 @@ pub fn fingerprint_diff(checkpoint: &str, now: &str) -> Vec<String> {
     keys.dedup();
     keys.into_iter()
         .filter(|k| a.get(k) != b.get(k))
-        .filter(|k| !(a.get(k).is_none() && b.get(k).is_some() && b.get(k) == defaults.get(k)))
+        .filter(|k| a.contains_key(k) || !b.contains_key(k) || b.get(k) != defaults.get(k))
         .map(|k| {
             format!(
                 "{k}: {} -> {}",
