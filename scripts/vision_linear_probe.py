@@ -11,8 +11,8 @@ The checkpoint is loaded with Hugging Face transformers (`Qwen2_5_VLForCondition
 own `Qwen2VLImageProcessor`), so this also checks that shareflow's checkpoints load there. Every
 shapes image is a 3x3 grid of 28-px cells and the tiny policy has one merged vision token per
 cell (row-major). Each token is labelled from the pixels of its cell: empty (at most 20 pixels of a
-palette colour), else its colour (4 classes, the most pixels) or its shape (square, circle, triangle by how much of its
-bounding box it fills). Digit images are skipped. A softmax regression is fitted on the first 70%
+palette colour), else its colour (4 classes, the most pixels) or its shape (square, circle,
+triangle by how much of its bounding box it fills). Digit images are skipped. A softmax regression is fitted on the first 70%
 of the tokens (features standardised) and scored on the rest.
 
 Prints the accuracy over all held-out tokens, over the non-empty ones (chance: 1/4 for colour,
