@@ -164,6 +164,16 @@ fn killed_mid_checkpoint_then_resume_auto_equals_the_straight_run() {
     let (ok, err) = run(&resume);
     assert!(ok && err.contains("step_4"), "{err}");
     assert_eq!(untimed(&run_dir.join("metrics.jsonl")), m);
+    // `--resume checkpoints/step_N` names a checkpoint relative to the run directory.
+    let mut explicit = argv.clone();
+    explicit.extend(["--resume".into(), "checkpoints/step_4".into()]);
+    let (ok, err) = run(&explicit);
+    assert!(ok && err.contains("step_4"), "{err}");
+    assert_eq!(untimed(&run_dir.join("metrics.jsonl")), m);
+    let mut missing = argv.clone();
+    missing.extend(["--resume".into(), "checkpoints/step_9".into()]);
+    let (ok, err) = run(&missing);
+    assert!(!ok && err.contains("not a directory"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(120), "too slow");
     let _ = std::fs::remove_dir_all(&dir);
 }

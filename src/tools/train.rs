@@ -76,7 +76,8 @@ fn note(text: &str) {
 }
 
 /// Which checkpoint to resume from: `--resume auto` takes the one `checkpoints/latest` names
-/// (none: a fresh run), `--resume PATH` a `step_N` directory, which must be complete.
+/// (none: a fresh run), `--resume PATH` a `step_N` directory (as given, else relative to the run
+/// directory), which must be complete.
 fn resume_dir(resume: Option<&str>, run_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     let root = run_dir.join("checkpoints");
     match resume {
@@ -104,10 +105,16 @@ fn resume_dir(resume: Option<&str>, run_dir: &Path) -> anyhow::Result<Option<Pat
             }
         },
         Some(path) => {
-            let dir = PathBuf::from(path);
-            if !dir.is_dir() {
-                anyhow::bail!("--resume {path}: not a directory");
-            }
+            // As given, else relative to the run directory (`--resume checkpoints/step_N`).
+            let Some(dir) = [PathBuf::from(path), run_dir.join(path)]
+                .into_iter()
+                .find(|d| d.is_dir())
+            else {
+                anyhow::bail!(
+                    "--resume {path}: not a directory (neither as given nor under {})",
+                    run_dir.display()
+                );
+            };
             let lacks = checkpoint::missing(&dir);
             if !lacks.is_empty() {
                 anyhow::bail!(

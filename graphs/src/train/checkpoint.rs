@@ -51,6 +51,8 @@ pub const FAULT_PAUSE_ENV: &str = "SHAREFLOW_FAULT_CHECKPOINT_PAUSE_MS";
 /// key is part of the config fingerprint and must match.
 pub const RESUMABLE_KEYS: &[&str] = &[
     "trainer.total_steps",
+    "sft.steps",
+    "trainer.val_before_train",
     "trainer.save_freq",
     "trainer.save_limit",
     "trainer.experiment_name",
@@ -245,6 +247,8 @@ pub fn fingerprint_diff(checkpoint: &str, now: &str) -> Vec<String> {
     keys.dedup();
     keys.into_iter()
         .filter(|k| a.get(k) != b.get(k))
+        // A checkpoint written before a key became resumable still carries it.
+        .filter(|k| !RESUMABLE_KEYS.contains(k))
         .filter(|k| a.contains_key(k) || !b.contains_key(k) || b.get(k) != defaults.get(k))
         .map(|k| {
             format!(
@@ -797,6 +801,26 @@ mod tests {
         let c = Config::resolve(None, &["worker.rollout.n=3".into()])?;
         let d = fingerprint_diff(&fingerprint(&a), &fingerprint(&c));
         assert_eq!(d, vec!["worker.rollout.n: 6 -> 3".to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn an_sft_run_extends_and_an_older_checkpoint_still_naming_the_key_resumes()
+    -> Result<(), String> {
+        let a = Config::resolve(None, &["sft.steps=1500".into()])?;
+        let b = Config::resolve(None, &["sft.steps=3000".into()])?;
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        // Checkpoints written when `sft.steps` was still fingerprinted carry the key.
+        let old = format!(
+            "{}sft.steps = 1500\ntrainer.val_before_train = false\n",
+            fingerprint(&a)
+        );
+        assert!(fingerprint_diff(&old, &fingerprint(&b)).is_empty());
+        let c = Config::resolve(None, &["sft.steps=3000".into(), "sft.lr=0.1".into()])?;
+        assert_eq!(
+            fingerprint_diff(&old, &fingerprint(&c)),
+            vec!["sft.lr: 0.0005 -> 0.1".to_string()]
+        );
         Ok(())
     }
 
