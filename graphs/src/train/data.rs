@@ -258,8 +258,8 @@ pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
 }
 
 /// The embedded task's `split` samples `0..count` as dataset rows in the R1-ShareVL-52K layout
-/// (`problem` with a leading `<image>`, `answer`, one PNG image, `new_questions` rewrites with the
-/// placeholder too), plus an `id` column so a run on the exported file draws the same random
+/// (`problem` holding its `<image>` placeholder, after the question as the embedded task asks it,
+/// `answer`, one PNG image, `new_questions` rewrites with the placeholder too), plus an `id` column so a run on the exported file draws the same random
 /// streams as a run on the embedded source.
 pub fn shapes_rows(
     split: Split,
@@ -274,17 +274,23 @@ pub fn shapes_rows(
                 .map_err(|e| format!("{}: cannot encode the image: {e}", s.id))?;
             Ok(shareflow_operators::data::ExportRow {
                 id: s.id,
-                problem: format!("{IMAGE_PLACEHOLDER}{}", s.question),
+                problem: with_placeholder(&s.question),
                 answer: s.answer,
                 images: vec![png],
-                rewrites: s
-                    .rewrites
-                    .iter()
-                    .map(|r| format!("{IMAGE_PLACEHOLDER}{r}"))
-                    .collect(),
+                rewrites: s.rewrites.iter().map(|r| with_placeholder(r)).collect(),
             })
         })
         .collect()
+}
+
+/// `text` as a dataset problem: its own `<image>` placeholder kept (the embedded questions put the
+/// image last), else one in front.
+fn with_placeholder(text: &str) -> String {
+    if text.contains(IMAGE_PLACEHOLDER) {
+        text.to_string()
+    } else {
+        format!("{IMAGE_PLACEHOLDER}{text}")
+    }
 }
 
 /// A uniform permutation of `0..len` (Fisher-Yates) from `(seed, epoch)`.

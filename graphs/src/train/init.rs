@@ -6,8 +6,8 @@ use std::path::Path;
 
 use shareflow_operators::policy::{TinyVlSpec, create_random_checkpoint, train_tokenizer};
 use shareflow_operators::task::{
-    FORMAT_PROMPT, NOISE_STDS, Split, VisualTransform, compensatory_prompt, reference_response,
-    shapes_sample,
+    FORMAT_PROMPT, IMAGE_PLACEHOLDER, NOISE_STDS, Split, VisualTransform, compensatory_prompt,
+    reference_response, shapes_sample,
 };
 
 use super::steps::TASK_SEED;
@@ -41,7 +41,8 @@ pub fn task_corpus(samples: u64) -> Vec<String> {
     for i in 0..samples {
         let s = shapes_sample(TASK_SEED, Split::Train, i);
         out.push(reference_response(&s));
-        out.extend(s.texts());
+        // The processor removes the image placeholder before encoding.
+        out.extend(s.texts().iter().map(|t| t.replace(IMAGE_PLACEHOLDER, "")));
     }
     out
 }

@@ -8,12 +8,23 @@
 //!
 //! Five question kinds are drawn with equal probability (see [`QuestionKind`]); answers are the
 //! strings the `math` reward rule grades: integers ("3") or a letter ("B").
+//!
+//! Every question puts the image *after* its text (`...?<image>`, the placeholder the processor
+//! and the dataset loader both understand). With the image first, as Qwen2.5-VL's own datasets
+//! usually have it, a causal policy's image tokens cannot see what is asked, so counting by a
+//! named colour needs the answer position to pick one colour's tally out of the whole image, which
+//! the tiny embedded policy never learned (RESULTS.md, sessions 7-9); with the question first,
+//! each image token can compare its cell with the asked colour or shape and the answer only
+//! tallies the matches, like the total count.
 
 use image::RgbImage;
 use shareflow_runtime::{DetRng, stable_hash};
 
 use super::draw::{self, GLYPH_H, GLYPH_W};
-use super::{Colour, DrawnDigits, PlacedShape, QuestionKind, Scene, ShapeKind, Split, TaskSample};
+use super::{
+    Colour, DrawnDigits, IMAGE_PLACEHOLDER, PlacedShape, QuestionKind, Scene, ShapeKind, Split,
+    TaskSample,
+};
 
 /// Width and height of every image.
 pub const IMAGE_SIDE: u32 = 84;
@@ -77,18 +88,33 @@ pub fn shapes_sample(seed: u64, split: Split, index: u64) -> TaskSample {
 fn draw_question(rng: &mut DetRng) -> (QuestionKind, Scene) {
     match rng.below(5) {
         0 => {
-            let shapes = draw_shapes(rng, 1);
-            let colour = target(rng, &shapes, |s| s.colour, &Colour::ALL);
+            let colour = Colour::ALL[rng.below(4) as usize];
+            let shapes = draw_counted(
+                rng,
+                |s, rng| s.colour = other(rng, &Colour::ALL, colour, s.colour),
+                |s| s.colour = colour,
+            );
             (QuestionKind::CountColour(colour), Scene::Shapes(shapes))
         }
         1 => {
-            let shapes = draw_shapes(rng, 1);
-            let kind = target(rng, &shapes, |s| s.kind, &ShapeKind::ALL);
+            let kind = ShapeKind::ALL[rng.below(3) as usize];
+            let shapes = draw_counted(
+                rng,
+                |s, rng| s.kind = other(rng, &ShapeKind::ALL, kind, s.kind),
+                |s| s.kind = kind,
+            );
             (QuestionKind::CountShape(kind), Scene::Shapes(shapes))
         }
-        2 => (QuestionKind::CountAll, Scene::Shapes(draw_shapes(rng, 1))),
+        2 => {
+            let count = 1 + rng.below(MAX_SHAPES);
+            (
+                QuestionKind::CountAll,
+                Scene::Shapes(draw_shapes(rng, count)),
+            )
+        }
         3 => {
-            let mut shapes = draw_shapes(rng, 2);
+            let count = 2 + rng.below(MAX_SHAPES - 1);
+            let mut shapes = draw_shapes(rng, count);
             recolour_with_unique_majority(rng, &mut shapes);
             (QuestionKind::MostFrequentColour, Scene::Shapes(shapes))
         }
@@ -96,24 +122,39 @@ fn draw_question(rng: &mut DetRng) -> (QuestionKind, Scene) {
     }
 }
 
-/// The asked-about attribute: three times in four that of a random shape (so counts of 0 do not
-/// dominate), otherwise uniform over all values (so 0 stays possible).
-fn target<T: Copy>(
+/// A scene for "how many X": the answer `a` is uniform over 0..=5 (so guessing the most frequent
+/// answer scores 1/6 and the image must be read), the shape count uniform over max(a, 1)..=5;
+/// the first `a` shapes (in random cells) are made X by `make`, the others not X by `unmake`.
+fn draw_counted(
     rng: &mut DetRng,
-    shapes: &[PlacedShape],
-    attr: impl Fn(&PlacedShape) -> T,
-    all: &[T],
-) -> T {
-    if rng.below(4) < 3 {
-        attr(&shapes[rng.below(shapes.len() as u64) as usize])
-    } else {
-        all[rng.below(all.len() as u64) as usize]
+    unmake: impl Fn(&mut PlacedShape, &mut DetRng),
+    make: impl Fn(&mut PlacedShape),
+) -> Vec<PlacedShape> {
+    let a = rng.below(MAX_SHAPES + 1);
+    let low = a.max(1);
+    let count = low + rng.below(MAX_SHAPES - low + 1);
+    let mut shapes = draw_shapes(rng, count);
+    for (i, s) in shapes.iter_mut().enumerate() {
+        if (i as u64) < a {
+            make(s);
+        } else {
+            unmake(s, rng);
+        }
     }
+    shapes
 }
 
-/// `min_count..=5` shapes, each in its own cell of the 3x3 grid, uniform kind, colour and side.
-fn draw_shapes(rng: &mut DetRng, min_count: u64) -> Vec<PlacedShape> {
-    let count = min_count + rng.below(MAX_SHAPES - min_count + 1);
+/// `current` if it differs from `not`, else one of the other values of `all`, uniformly.
+fn other<T: Copy + PartialEq>(rng: &mut DetRng, all: &[T], not: T, current: T) -> T {
+    if current != not {
+        return current;
+    }
+    let rest: Vec<T> = all.iter().copied().filter(|v| *v != not).collect();
+    rest[rng.below(rest.len() as u64) as usize]
+}
+
+/// `count` shapes (1..=5), each in its own cell of the 3x3 grid, uniform kind, colour and side.
+fn draw_shapes(rng: &mut DetRng, count: u64) -> Vec<PlacedShape> {
     let cells = rng.choose_distinct((GRID * GRID) as usize, count as usize);
     cells
         .into_iter()
@@ -237,7 +278,8 @@ pub fn colour_options() -> String {
         .join(" ")
 }
 
-/// The canonical question of `kind` and its three rewrites (fixed templates).
+/// The canonical question of `kind` and its three rewrites (fixed templates), each ending in the
+/// image placeholder: `How many red shapes are in the image?<image>`.
 pub fn texts(kind: QuestionKind) -> (String, Vec<String>) {
     let all: [String; 4] = match kind {
         QuestionKind::CountColour(c) => {
@@ -280,6 +322,9 @@ pub fn texts(kind: QuestionKind) -> (String, Vec<String>) {
             "Compute the sum of the two numbers drawn in the image.".to_string(),
         ],
     };
+    // The image follows the question, so its tokens can attend to the asked colour, shape or
+    // options (see the module docs).
+    let all = all.map(|t| format!("{t}{IMAGE_PLACEHOLDER}"));
     let [question, rewrites @ ..] = all;
     (question, rewrites.to_vec())
 }

@@ -171,6 +171,27 @@ fn answer_spaces_are_small() {
 }
 
 #[test]
+fn counting_answers_are_near_uniform_so_guessing_does_not_pay() {
+    let mut counts: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
+    for s in samples(Split::Train, 3000) {
+        *counts
+            .entry(s.kind.name())
+            .or_default()
+            .entry(s.answer.clone())
+            .or_default() += 1;
+    }
+    for kind in ["count_colour", "count_shape", "count_all"] {
+        let by = &counts[kind];
+        let total: usize = by.values().sum();
+        let values = if kind == "count_all" { 5 } else { 6 };
+        assert_eq!(by.len(), values, "{kind}: {by:?}");
+        // Uniform is 1/6 (1/5); a prior-guessing policy must not get far above it.
+        let top = by.values().copied().max().unwrap_or(0) as f64 / total as f64;
+        assert!(top < 1.5 / values as f64, "{kind}: {by:?}");
+    }
+}
+
+#[test]
 fn rewrites_are_at_least_three_distinct_and_keep_the_parameter() {
     for s in samples(Split::Train, 200) {
         assert!(s.rewrites.len() >= 3);
@@ -182,9 +203,12 @@ fn rewrites_are_at_least_three_distinct_and_keep_the_parameter() {
             match s.kind {
                 QuestionKind::CountColour(c) => assert!(t.contains(c.name()), "{t}"),
                 QuestionKind::CountShape(k) => assert!(t.contains(k.plural()), "{t}"),
-                QuestionKind::MostFrequentColour => assert!(t.ends_with(&colour_options())),
+                QuestionKind::MostFrequentColour => assert!(t.contains(&colour_options())),
                 _ => {}
             }
+            // The image follows the question (one placeholder, at the end).
+            assert!(t.ends_with(IMAGE_PLACEHOLDER), "{t}");
+            assert_eq!(t.matches(IMAGE_PLACEHOLDER).count(), 1, "{t}");
         }
     }
 }
