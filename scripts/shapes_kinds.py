@@ -17,12 +17,14 @@ import sys
 
 import pyarrow.parquet as pq
 
+# The embedded questions end in `<image>`; older exports started with it.
+_IMG = r"^(?:<image>)?"
 KINDS = {
-    "count_all": re.compile(r"^(?:<image>)?How many shapes are in the image\?"),
-    "count_colour": re.compile(r"^(?:<image>)?How many (red|green|blue|yellow) shapes are in the image\?"),
-    "count_shape": re.compile(r"^(?:<image>)?How many (squares|circles|triangles) are in the image\?"),
-    "digit_sum": re.compile(r"^(?:<image>)?What is the sum of the two digits in the image\?"),
-    "most_frequent_colour": re.compile(r"^(?:<image>)?Which colour appears most often"),
+    "count_all": re.compile(_IMG + r"How many shapes are in the image\?"),
+    "count_colour": re.compile(_IMG + r"How many (red|green|blue|yellow) shapes are in the image\?"),
+    "count_shape": re.compile(_IMG + r"How many (squares|circles|triangles) are in the image\?"),
+    "digit_sum": re.compile(_IMG + r"What is the sum of the two digits in the image\?"),
+    "most_frequent_colour": re.compile(_IMG + r"Which colour appears most often"),
 }
 
 

@@ -259,8 +259,9 @@ pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
 
 /// The embedded task's `split` samples `0..count` as dataset rows in the R1-ShareVL-52K layout
 /// (`problem` holding its `<image>` placeholder, after the question as the embedded task asks it,
-/// `answer`, one PNG image, `new_questions` rewrites with the placeholder too), plus an `id` column so a run on the exported file draws the same random
-/// streams as a run on the embedded source.
+/// `answer`, one PNG image, `new_questions` rewrites with the placeholder too), plus an `id`
+/// column so a run on the exported file draws the same random streams as a run on the embedded
+/// source.
 pub fn shapes_rows(
     split: Split,
     count: u64,

@@ -10,12 +10,12 @@
 //! strings the `math` reward rule grades: integers ("3") or a letter ("B").
 //!
 //! Every question puts the image *after* its text (`...?<image>`, the placeholder the processor
-//! and the dataset loader both understand). With the image first, as Qwen2.5-VL's own datasets
-//! usually have it, a causal policy's image tokens cannot see what is asked, so counting by a
-//! named colour needs the answer position to pick one colour's tally out of the whole image, which
-//! the tiny embedded policy never learned (RESULTS.md, sessions 7-9); with the question first,
-//! each image token can compare its cell with the asked colour or shape and the answer only
-//! tallies the matches, like the total count.
+//! and the dataset loader both understand), so that a causal policy's image tokens can attend to
+//! the asked colour or shape; with the image first, as Qwen2.5-VL datasets usually have it, only
+//! the answer position sees both. "How many X" answers are uniform over 0-5, so answering without
+//! the image scores 1/6. Together (their separate effects were not measured) these made the tiny
+//! embedded policy learn to count by colour and by shape, which it never did before (RESULTS.md,
+//! sessions 7-9).
 
 use image::RgbImage;
 use shareflow_runtime::{DetRng, stable_hash};
