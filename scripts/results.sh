@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # Reproduces the runs of RESULTS.md: 3 seeds each of Share-GRPO (m=2, n=6), GRPO (n=12, the same
 # number of generated responses per step) and Share-GRPO with global-only advantages, STEPS steps
-# each, two runs at a time on one thread each; then prints the table.
+# each, JOBS runs at a time (default 2) on one thread each; then prints the table.
 #
-#     scripts/results.sh [STEPS] [OUT_DIR]
+#     [JOBS=2] scripts/results.sh [STEPS] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-60}
 OUT=${2:-runs/results}
+JOBS=${JOBS:-2}
+BIN=${CARGO_TARGET_DIR:-target}/release/shareflow
 cargo build --release --quiet
 mkdir -p "$OUT"
 jobs=()
 for seed in 1 2 3; do
   jobs+=("share-grpo share-grpo $seed" "grpo grpo $seed" "share-grpo-global-only share-grpo $seed algorithm.local_advantage=false")
 done
-printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} bash -c '
+printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} bash -c '
   set -- {}
   name=$1 graph=$2 seed=$3 extra=${4:-}
   args=(train --quiet --graph "$graph" --set trainer.output_dir='"$OUT"'
         --set trainer.experiment_name="$name-s$seed" --set trainer.seed="$seed"
         --set trainer.total_steps='"$STEPS"' --set trainer.val_freq=0)
   [ -n "$extra" ] && args+=(--set "$extra")
-  RAYON_NUM_THREADS=1 target/release/shareflow "${args[@]}" > '"$OUT"'/"$name-s$seed".log 2>&1
+  RAYON_NUM_THREADS=1 '"$BIN"' "${args[@]}" > '"$OUT"'/"$name-s$seed".log 2>&1
 '
 python3 scripts/results.py "$OUT"

@@ -517,7 +517,8 @@ pub fn rollout_stats(groups: &[Vec<Vec<Graded>>], lengths: &[usize]) -> RolloutS
 
 /// Validation on the first `data.val_size` seeds of `data.val_files`: the original questions,
 /// `val_n` samples each at the evaluation temperature (the reference's override: temperature 0.5,
-/// n 1). Returns (mean accuracy, mean overall reward), or `None` without validation questions.
+/// n 1; our default n is 4, for a small eval set). Returns (mean accuracy, mean overall reward), or
+/// `None` without validation questions.
 pub fn evaluate(
     s: &Settings,
     model: &PolicyModel,
