@@ -230,8 +230,9 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "worker.actor.optim.lr",
-            Value::Float(2e-4),
-            "AdamW learning rate (the reference uses 1e-6 for 7B models)",
+            Value::Float(5e-5),
+            "AdamW learning rate (the reference uses 1e-6 for 7B models; 5e-5 suits the embedded \
+             tiny policy, which 2e-4 destabilises: RESULTS.md, session 10)",
         ),
         k(
             "worker.actor.optim.weight_decay",
@@ -248,7 +249,7 @@ pub fn keys() -> Vec<KeyDef> {
             Value::Float(1.0),
             "global gradient-norm clip",
         ),
-        k("trainer.total_steps", Value::Integer(100), "training steps"),
+        k("trainer.total_steps", Value::Integer(60), "training steps"),
         k(
             "trainer.max_staleness",
             Value::Integer(0),
