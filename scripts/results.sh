@@ -4,17 +4,18 @@
 # each, JOBS runs at a time (default 2) on one thread each; then prints the table. Seed S sets
 # both trainer.seed and data.seed, so the seeds also differ in the order of the questions.
 #
-#     [JOBS=2] scripts/results.sh [STEPS] [OUT_DIR]
+#     [JOBS=2] [SEEDS="1 2 3"] scripts/results.sh [STEPS] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-60}
 OUT=${2:-runs/results}
 JOBS=${JOBS:-2}
+SEEDS=${SEEDS:-1 2 3}
 BIN=${CARGO_TARGET_DIR:-target}/release/shareflow
 cargo build --release --quiet
 mkdir -p "$OUT"
 jobs=()
-for seed in 1 2 3; do
+for seed in $SEEDS; do
   jobs+=("share-grpo share-grpo $seed" "grpo grpo $seed" "share-grpo-global-only share-grpo $seed algorithm.local_advantage=false")
 done
 printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} bash -c '

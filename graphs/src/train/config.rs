@@ -94,7 +94,12 @@ pub fn keys() -> Vec<KeyDef> {
             Value::Boolean(true),
             "read a dataset in a new random order every epoch (the embedded task is unbounded)",
         ),
-        k("data.seed", Value::Integer(1), "seed of the dataset order"),
+        k(
+            "data.seed",
+            Value::Integer(1),
+            "seed of the dataset order; on the embedded task, which training questions are asked \
+             and in what order (the eval split does not change)",
+        ),
         k(
             "data.rollout_batch_size",
             Value::Integer(4),

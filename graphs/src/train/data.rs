@@ -2,8 +2,10 @@
 //! loaded by [`shareflow_operators::data`]), and the order a run reads them in.
 //!
 //! Training reads the source as a stream of positions `0, 1, 2, ...` (position
-//! `step * rollout_batch_size + b`): the embedded task is unbounded, so position p is its train sample p; a dataset of L rows
-//! is read in epochs of L positions, each epoch in a fresh permutation drawn from `data.seed` and
+//! `step * rollout_batch_size + b`): the embedded task is unbounded, so position p is its train
+//! sample `start + p`, where `start` is 0 for `data.seed = 1` (the default) and moves 2^40
+//! samples on per data seed, so runs with different data seeds train on different questions in a
+//! different order; a dataset of L rows is read in epochs of L positions, each epoch in a fresh permutation drawn from `data.seed` and
 //! the epoch number (or in file order with `data.shuffle = false`). The data cursor is therefore a
 //! function of the step, which makes resuming a run exact.
 
@@ -17,9 +19,13 @@ use shareflow_runtime::DetRng;
 
 use super::config::Config;
 
-/// The task's questions do not depend on the run seed: runs with different seeds see the same
-/// questions in the same order and differ in their sampling.
+/// The task's questions do not depend on the run seed: runs with different seeds and the same
+/// `data.seed` see the same questions in the same order and differ in their sampling.
 pub const TASK_SEED: u64 = 0;
+
+/// How far apart (in samples) the embedded task's training streams of consecutive `data.seed`s
+/// start: far more than any run reads.
+pub const SHAPES_STREAM_STRIDE: u64 = 1 << 40;
 
 /// A source of seed questions.
 pub struct SeedSource {
@@ -32,6 +38,8 @@ pub struct SeedSource {
 enum Kind {
     Shapes {
         split: Split,
+        /// The sample index of training position 0.
+        start: u64,
     },
     Rows {
         rows: Arc<Vec<shareflow_operators::data::Row>>,
@@ -68,11 +76,25 @@ pub struct Cursor {
 }
 
 impl SeedSource {
-    /// The embedded task's split.
+    /// The embedded task's split, read from sample 0.
     pub fn shapes(split: Split) -> Self {
+        Self::shapes_from(split, 0)
+    }
+
+    /// The embedded task's training stream of `data.seed = data_seed`: training position p is
+    /// sample `(data_seed - 1) * SHAPES_STREAM_STRIDE + p` (wrapping), so data seed 1 reads samples
+    /// 0, 1, 2, ... and each other data seed a different run of questions.
+    pub fn shapes_train(data_seed: u64) -> Self {
+        Self::shapes_from(
+            Split::Train,
+            data_seed.wrapping_sub(1).wrapping_mul(SHAPES_STREAM_STRIDE),
+        )
+    }
+
+    fn shapes_from(split: Split, start: u64) -> Self {
         Self {
             spec: format!("shapes@{}", split.as_str()),
-            kind: Kind::Shapes { split },
+            kind: Kind::Shapes { split, start },
             skipped: Vec::new(),
         }
     }
@@ -134,7 +156,7 @@ impl SeedSource {
     /// The seed at training position `position` (see the module docs for the order).
     pub fn train_seed(&self, position: u64) -> Result<Seed, String> {
         match &self.kind {
-            Kind::Shapes { .. } => self.seed(position),
+            Kind::Shapes { start, .. } => self.seed(start.wrapping_add(position)),
             Kind::Rows { shuffle, epoch, .. } => {
                 let Some(c) = self.cursor(position) else {
                     return Err(format!("{}: the dataset has no rows", self.spec));
@@ -172,7 +194,7 @@ impl SeedSource {
     /// The seed at index `index` in source order (evaluation reads 0, 1, 2, ...).
     pub fn seed(&self, index: u64) -> Result<Seed, String> {
         match &self.kind {
-            Kind::Shapes { split } => Ok(shapes_sample(TASK_SEED, *split, index).into()),
+            Kind::Shapes { split, .. } => Ok(shapes_sample(TASK_SEED, *split, index).into()),
             Kind::Rows {
                 rows,
                 min_pixels,
@@ -246,7 +268,7 @@ pub fn sources(c: &Config) -> Result<(SeedSource, SeedSource), String> {
     };
     let train_spec = c.str("data.train_files")?;
     let train = match train_spec.as_str() {
-        "shapes" => SeedSource::shapes(Split::Train),
+        "shapes" => SeedSource::shapes_train(data_seed),
         spec => load("data.train_files", spec, shuffle)?,
     };
     let val = match (c.str("data.val_files")?.as_str(), train_spec.as_str()) {
@@ -331,6 +353,41 @@ mod tests {
         assert_eq!(seed.id, sample.id);
         assert_eq!(seed.texts(), sample.texts());
         assert_eq!(seed.images, vec![sample.image]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_data_seed_picks_the_embedded_training_stream() -> Result<(), String> {
+        let ids = |data_seed: u64| -> Result<Vec<String>, String> {
+            let c = Config::resolve(None, &[format!("data.seed={data_seed}")])?;
+            let (train, val) = sources(&c)?;
+            assert_eq!(
+                val.seed(3)?.id,
+                "shapes-eval-3",
+                "the eval split ignores data.seed"
+            );
+            (0..8).map(|p| Ok(train.train_seed(p)?.id)).collect()
+        };
+        let one = ids(1)?;
+        let expected: Vec<String> = (0..8).map(|i| format!("shapes-train-{i}")).collect();
+        assert_eq!(
+            one, expected,
+            "data.seed 1 (the default) reads samples 0, 1, 2, ..."
+        );
+        let two = ids(2)?;
+        assert_eq!(two[0], format!("shapes-train-{SHAPES_STREAM_STRIDE}"));
+        assert!(two.iter().all(|id| !one.contains(id)));
+        let c = Config::resolve(None, &["data.seed=2".into()])?;
+        let (train, _) = sources(&c)?;
+        let (a, b) = (
+            train.train_seed(0)?,
+            SeedSource::shapes(Split::Train).train_seed(0)?,
+        );
+        assert_ne!(
+            (a.texts(), a.images.clone()),
+            (b.texts(), b.images.clone()),
+            "another data seed asks other questions"
+        );
         Ok(())
     }
 }
