@@ -2,12 +2,12 @@
 //! loaded by [`shareflow_operators::data`]), and the order a run reads them in.
 //!
 //! Training reads the source as a stream of positions `0, 1, 2, ...` (position
-//! `step * rollout_batch_size + b`): the embedded task is unbounded, so position p is its train
+//! `step * rollout_batch_size + b`). The embedded task is unbounded, so position p is its train
 //! sample `start + p`, where `start` is 0 for `data.seed = 1` (the default) and moves 2^40
-//! samples on per data seed, so runs with different data seeds train on different questions in a
-//! different order; a dataset of L rows is read in epochs of L positions, each epoch in a fresh permutation drawn from `data.seed` and
-//! the epoch number (or in file order with `data.shuffle = false`). The data cursor is therefore a
-//! function of the step, which makes resuming a run exact.
+//! samples on per data seed: runs with different data seeds train on different questions. A
+//! dataset of L rows is read in epochs of L positions, each epoch in a fresh permutation drawn
+//! from `data.seed` and the epoch number (or in file order with `data.shuffle = false`). The data
+//! cursor is therefore a function of the step, which makes resuming a run exact.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -62,7 +62,11 @@ impl fmt::Debug for SeedSource {
 
 impl PartialEq for SeedSource {
     fn eq(&self, other: &Self) -> bool {
-        self.spec == other.spec && self.len() == other.len()
+        let start = |s: &Self| match s.kind {
+            Kind::Shapes { start, .. } => Some(start),
+            Kind::Rows { .. } => None,
+        };
+        self.spec == other.spec && self.len() == other.len() && start(self) == start(other)
     }
 }
 
@@ -375,6 +379,10 @@ mod tests {
             "data.seed 1 (the default) reads samples 0, 1, 2, ..."
         );
         let two = ids(2)?;
+        assert_ne!(
+            SeedSource::shapes_train(2),
+            SeedSource::shapes(Split::Train)
+        );
         assert_eq!(two[0], format!("shapes-train-{SHAPES_STREAM_STRIDE}"));
         assert!(two.iter().all(|id| !one.contains(id)));
         let c = Config::resolve(None, &["data.seed=2".into()])?;
