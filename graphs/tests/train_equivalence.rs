@@ -201,3 +201,43 @@ fn kl_settings_are_checked() {
     );
     assert!(matches!(bad, Err(e) if e.contains("kl_penalty") && e.contains("low_var_kl")));
 }
+
+#[test]
+fn the_lr_schedule_warms_up_and_decays_per_step_in_both_loops() -> TestResult {
+    let sched = [
+        "trainer.total_steps=4",
+        "worker.actor.optim.lr_scheduler_type=linear",
+        "worker.actor.optim.lr_warmup_ratio=0.5",
+        "worker.actor.optim.min_lr_ratio=0.5",
+    ];
+    let s = settings(GraphKind::Grpo, &sched)?;
+    let (_, records) = dataflow(&s)?;
+    let lrs: Vec<f64> = records.iter().map(|r| r.update.lr).collect();
+    // Two warm-up steps (0.5, 1), then linear from 1 towards 0.5 over the last two.
+    let want = [0.005, 0.01, 0.01, 0.0075];
+    assert_eq!(lrs.len(), 4);
+    for (got, want) in lrs.iter().zip(want) {
+        assert!(
+            (got - want).abs() < 1e-12,
+            "lr per step {lrs:?}, want {want:?}"
+        );
+    }
+    let (policy, _, _) = load()?;
+    let mut opt = Optimizer::new(policy.model.trainable_vars(), s.optim)?;
+    let mut seq = Vec::new();
+    run_sequential(&s, &policy, &mut opt, |r| seq.push(r.update.lr))?;
+    assert_eq!(seq, lrs, "the sequential loop follows the same schedule");
+
+    for (bad, needle) in [
+        (
+            "worker.actor.optim.lr_scheduler_type=step",
+            "constant, linear or cosine",
+        ),
+        ("worker.actor.optim.lr_warmup_ratio=2", "lr_warmup_ratio"),
+        ("worker.actor.optim.min_lr_ratio=-1", "min_lr_ratio"),
+    ] {
+        let e = settings(GraphKind::Grpo, &[bad]).err().unwrap_or_default();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+    Ok(())
+}

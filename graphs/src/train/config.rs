@@ -240,6 +240,22 @@ pub fn keys() -> Vec<KeyDef> {
              tiny policy, which 2e-4 destabilises: RESULTS.md, session 10)",
         ),
         k(
+            "worker.actor.optim.lr_scheduler_type",
+            s("constant"),
+            "learning rate after the warm-up: constant, linear or cosine (decaying to \
+             min_lr_ratio * lr at the last step); the schedule is per training step",
+        ),
+        k(
+            "worker.actor.optim.lr_warmup_ratio",
+            Value::Float(0.0),
+            "fraction of the training steps whose learning rate rises linearly to lr",
+        ),
+        k(
+            "worker.actor.optim.min_lr_ratio",
+            Value::Float(0.0),
+            "linear or cosine schedule: the final learning rate as a fraction of lr",
+        ),
+        k(
             "worker.actor.optim.weight_decay",
             Value::Float(1e-2),
             "AdamW decoupled weight decay",

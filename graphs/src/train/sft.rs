@@ -86,6 +86,7 @@ pub fn run_sft(
                         f64::from(loss.to_scalar::<f32>().map_err(|e| e.to_string())?) * share;
                     acc.backward(&loss, share).map_err(err)?;
                 }
+                opt.set_lr(us.optim.lr * us.lr_schedule.factor(job.step));
                 let st = opt.step(&acc.take()).map_err(err)?;
                 model.set_version(job.step + 1);
                 let update_seconds = t0.elapsed().as_secs_f64();

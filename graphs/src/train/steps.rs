@@ -13,8 +13,8 @@ use shareflow_operators::advantage::{
 };
 use shareflow_operators::policy::candle::Device;
 use shareflow_operators::policy::{
-    KlConfig, KlPenalty, LoadOptions, OptimConfig, Optimizer, Policy, PolicyError, PolicyModel,
-    PpoConfig, Processor, SamplingParams,
+    KlConfig, KlPenalty, LoadOptions, LrSchedule, OptimConfig, Optimizer, Policy, PolicyError,
+    PolicyModel, PpoConfig, Processor, SamplingParams,
 };
 use shareflow_operators::reward::{RewardRule, rules::score_response};
 use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
@@ -82,6 +82,8 @@ pub struct Settings {
     pub max_staleness: usize,
     pub update: UpdateConfig,
     pub optim: OptimConfig,
+    /// Learning rate per step as a factor of `optim.lr` (`worker.actor.optim.lr_*`).
+    pub lr_schedule: LrSchedule,
     pub model_path: String,
     pub freeze_vision: bool,
     pub workers: usize,
@@ -239,15 +241,36 @@ impl Settings {
                     .into(),
             );
         }
+        let steps = match graph {
+            GraphKind::Sft => c.positive("sft.steps")?,
+            _ => c.positive("trainer.total_steps")?,
+        };
+        let warmup_ratio = c.float("worker.actor.optim.lr_warmup_ratio")?;
+        if !(0.0..=1.0).contains(&warmup_ratio) {
+            return Err(format!(
+                "`worker.actor.optim.lr_warmup_ratio` = {warmup_ratio}: expected a fraction in \
+                 [0, 1]"
+            ));
+        }
+        let lr_schedule = LrSchedule {
+            decay: c
+                .str("worker.actor.optim.lr_scheduler_type")?
+                .parse()
+                .map_err(|e| format!("`worker.actor.optim.lr_scheduler_type` = {e}"))?,
+            // verl's int(ratio * total) steps.
+            warmup_steps: (warmup_ratio * steps as f64) as u64,
+            total_steps: steps as u64,
+            min_lr_ratio: c.float("worker.actor.optim.min_lr_ratio")?,
+        };
+        lr_schedule
+            .validate()
+            .map_err(|e| format!("`worker.actor.optim.min_lr_ratio`: {e}"))?;
         let run_seed = u64::try_from(c.int("trainer.seed")?)
             .map_err(|_| "`trainer.seed` must not be negative".to_string())?;
         Ok(Self {
             graph,
             run_seed,
-            steps: match graph {
-                GraphKind::Sft => c.positive("sft.steps")?,
-                _ => c.positive("trainer.total_steps")?,
-            },
+            steps,
             batch: match graph {
                 GraphKind::Sft => c.positive("sft.batch_size")?,
                 _ => c.positive("data.rollout_batch_size")?,
@@ -273,6 +296,7 @@ impl Settings {
                 },
                 ..optim
             },
+            lr_schedule,
             model_path: c.str("worker.actor.model.model_path")?,
             freeze_vision: c.bool("worker.actor.freeze_vision_tower")?,
             workers: c.positive("trainer.workers")?,
@@ -586,6 +610,7 @@ pub fn update_step(
     step: u64,
 ) -> Result<UpdateStats, PolicyError> {
     let mut rng = DetRng::derive(s.run_seed, step, "update", 0);
+    opt.set_lr(s.optim.lr * s.lr_schedule.factor(step));
     ppo_update_with_reference(model, reference, opt, rows, &s.update, &mut rng)
 }
 

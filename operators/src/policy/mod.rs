@@ -47,7 +47,9 @@ pub use loss::{
 pub use model::{
     Generation, LoadOptions, PolicyModel, SamplingParams, ScoreOptions, Scores, Sequence,
 };
-pub use optim::{GradAccumulator, OptimConfig, OptimState, Optimizer, StepStats, VarState};
+pub use optim::{
+    GradAccumulator, LrDecay, LrSchedule, OptimConfig, OptimState, Optimizer, StepStats, VarState,
+};
 pub use pretrained::{Policy, Response, ResponseLogProbs, load_image};
 pub use processor::{Processor, Prompt};
 pub use resample::{Filter, PassOrder, fit_pixels};

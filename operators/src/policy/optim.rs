@@ -90,6 +90,93 @@ impl OptimConfig {
     }
 }
 
+/// Shape of the learning-rate schedule after the warm-up (`lr_scheduler_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    /// The peak learning rate until the end.
+    #[default]
+    Constant,
+    /// Linear from the peak to `min_lr_ratio * peak`.
+    Linear,
+    /// Half a cosine from the peak to `min_lr_ratio * peak`.
+    Cosine,
+}
+
+impl std::str::FromStr for LrDecay {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "constant" => Ok(Self::Constant),
+            "linear" => Ok(Self::Linear),
+            "cosine" => Ok(Self::Cosine),
+            other => Err(format!("{other:?}: expected constant, linear or cosine")),
+        }
+    }
+}
+
+/// Learning rate per training step, as a factor of the peak learning rate: a linear warm-up over
+/// `warmup_steps` steps, then [`LrDecay`] over the remaining steps down to `min_lr_ratio`.
+///
+/// One factor per training step (not per optimizer step), as verl and EasyR1 step their
+/// scheduler once per update. Step `t` (0-based) of the warm-up gets `(t + 1) / warmup_steps`, so
+/// the first step already moves the weights (torch's `LambdaLR` warm-up gives step 0 a zero
+/// rate). After it, with `p = (t - warmup) / (total - warmup)` in `[0, 1)`:
+/// linear `1 - (1 - min) * p`, cosine `min + (1 - min) * (1 + cos(pi * p)) / 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrSchedule {
+    pub decay: LrDecay,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+    pub min_lr_ratio: f64,
+}
+
+impl Default for LrSchedule {
+    /// Constant, no warm-up.
+    fn default() -> Self {
+        Self {
+            decay: LrDecay::Constant,
+            warmup_steps: 0,
+            total_steps: 1,
+            min_lr_ratio: 0.0,
+        }
+    }
+}
+
+impl LrSchedule {
+    /// Checks `0 <= min_lr_ratio <= 1` and `warmup_steps <= total_steps`.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(PolicyError::Input(format!(
+                "lr schedule: min_lr_ratio must be in [0, 1], got {}",
+                self.min_lr_ratio
+            )));
+        }
+        if self.warmup_steps > self.total_steps {
+            return Err(PolicyError::Input(format!(
+                "lr schedule: {} warm-up steps is more than the {} training steps",
+                self.warmup_steps, self.total_steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// The factor of the peak learning rate at training step `step` (0-based).
+    pub fn factor(&self, step: u64) -> f64 {
+        if step < self.warmup_steps {
+            return (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1);
+        let p = ((step - self.warmup_steps) as f64 / span as f64).min(1.0);
+        let min = self.min_lr_ratio;
+        match self.decay {
+            LrDecay::Constant => 1.0,
+            LrDecay::Linear => 1.0 - (1.0 - min) * p,
+            LrDecay::Cosine => min + (1.0 - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()),
+        }
+    }
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -544,5 +631,65 @@ mod tests {
         );
         assert!(err.is_err());
         Ok(())
+    }
+
+    #[test]
+    fn lr_schedule_warms_up_then_decays_to_the_floor() {
+        let sched = |decay| LrSchedule {
+            decay,
+            warmup_steps: 4,
+            total_steps: 14,
+            min_lr_ratio: 0.1,
+        };
+        for decay in [LrDecay::Constant, LrDecay::Linear, LrDecay::Cosine] {
+            let s = sched(decay);
+            let f: Vec<f64> = (0..14).map(|t| s.factor(t)).collect();
+            assert_eq!(&f[..4], &[0.25, 0.5, 0.75, 1.0], "{decay:?}");
+            assert!(f.iter().all(|&x| x > 0.0 && x <= 1.0), "{decay:?}: {f:?}");
+            assert!(
+                f.windows(2).skip(4).all(|w| w[1] <= w[0]),
+                "{decay:?}: {f:?}"
+            );
+        }
+        assert!(
+            (0..14)
+                .skip(4)
+                .all(|t| sched(LrDecay::Constant).factor(t) == 1.0)
+        );
+        // Halfway through the decay: linear 1 - 0.9 / 2, cosine 0.1 + 0.9 / 2.
+        assert!((sched(LrDecay::Linear).factor(9) - 0.55).abs() < 1e-12);
+        assert!((sched(LrDecay::Cosine).factor(9) - 0.55).abs() < 1e-12);
+        // A quarter of the way: cosine stays above linear.
+        let (lin, cos) = (
+            sched(LrDecay::Linear).factor(6),
+            sched(LrDecay::Cosine).factor(6),
+        );
+        assert!((lin - 0.82).abs() < 1e-12 && cos > lin, "{lin} {cos}");
+        // Past the end the floor holds.
+        assert!((sched(LrDecay::Cosine).factor(20) - 0.1).abs() < 1e-12);
+        assert!(LrSchedule::default().factor(0) == 1.0);
+        assert!(
+            LrSchedule {
+                min_lr_ratio: 1.5,
+                ..sched(LrDecay::Linear)
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            LrSchedule {
+                warmup_steps: 15,
+                ..sched(LrDecay::Linear)
+            }
+            .validate()
+            .is_err()
+        );
+        assert_eq!("cosine".parse::<LrDecay>(), Ok(LrDecay::Cosine));
+        assert!(
+            "step"
+                .parse::<LrDecay>()
+                .expect_err("an unknown schedule")
+                .contains("constant, linear or cosine")
+        );
     }
 }
