@@ -242,8 +242,8 @@ pub fn keys() -> Vec<KeyDef> {
         k(
             "worker.actor.optim.lr_scheduler_type",
             s("constant"),
-            "learning rate after the warm-up: constant, linear or cosine (decaying to \
-             min_lr_ratio * lr at the last step); the schedule is per training step",
+            "learning rate after the warm-up: constant, linear or cosine (decaying towards \
+             min_lr_ratio * lr at the end of training); one value per training step",
         ),
         k(
             "worker.actor.optim.lr_warmup_ratio",
