@@ -110,6 +110,26 @@ fn share_grpo_run_writes_metrics_checkpoint_plot_and_summary() {
         "4".into(),
     ]);
     assert!(ok && stdout.contains("response 0"), "{err}");
+    // trainer.val_only re-evaluates the checkpoint: the run's own final evaluation, exactly.
+    let mut args = tiny(&out, "sg-val");
+    args.extend([
+        "--set".into(),
+        format!("worker.actor.model.model_path={}", ckpt.display()),
+        "--set".into(),
+        "trainer.val_only=true".into(),
+    ]);
+    let (ok, stdout, err) = run(&args);
+    assert!(ok, "{err}");
+    let val: Value = serde_json::from_str(&stdout).expect("val_only summary");
+    assert_eq!(val["val_questions"], 2);
+    assert_eq!(
+        val["eval_accuracy"], summary["eval_accuracy_after"],
+        "{val} vs {summary}"
+    );
+    assert!(
+        !dir.join("sg-val/metrics.jsonl").exists(),
+        "val_only trained"
+    );
     // A second run into the same directory is refused rather than overwriting it.
     let (ok, _, err) = run(&tiny(&out, "sg"));
     assert!(!ok && err.contains("already there"), "{err}");

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use shareflow_graphs::train::checkpoint;
+use shareflow_graphs::train::steps::evaluate;
 use shareflow_graphs::train::{
     Checkpointer, Config, GraphKind, Outcome, Settings, Start, StepRecord, TrainState,
     run_dataflow, run_sft,
@@ -162,6 +163,12 @@ pub fn train(
     };
     let mut policy = Policy::load(&mdir, &Device::Cpu, opts)
         .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
+    if config
+        .bool("trainer.val_only")
+        .map_err(anyhow::Error::msg)?
+    {
+        return validate_only(&settings, graph, &policy, &mdir, run_dir, resume.is_some());
+    }
     let mut optimizer = Optimizer::new(policy.model.trainable_vars(), settings.optim)?;
     let ckpt_root = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -340,6 +347,53 @@ pub fn train(
         "checkpoint": run_dir.join("checkpoints").join(format!("step_{}", outcome.records.len())),
         "metrics": metrics_path,
         "plot": run_dir.join("plot.png"),
+    });
+    std::fs::write(
+        run_dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    Ok(RunSummary { run_dir, summary })
+}
+
+/// `trainer.val_only`: evaluates the loaded policy on the validation questions (the same
+/// evaluation as before and after training) and writes `summary.json`.
+fn validate_only(
+    settings: &Settings,
+    graph: GraphKind,
+    policy: &Policy,
+    model_dir: &Path,
+    run_dir: PathBuf,
+    resuming: bool,
+) -> anyhow::Result<RunSummary> {
+    if resuming {
+        anyhow::bail!("trainer.val_only evaluates worker.actor.model.model_path; drop --resume");
+    }
+    let t0 = std::time::Instant::now();
+    let Some((accuracy, reward)) = evaluate(settings, &policy.model, &policy.processor)? else {
+        anyhow::bail!(
+            "trainer.val_only: no validation questions (data.val_size = {}, data.val_files = \
+             {})",
+            settings.val_size,
+            settings.val_data.spec()
+        );
+    };
+    let summary = json!({
+        "graph": graph.name(),
+        "val_only": true,
+        "model": model_dir,
+        "data": {
+            "val": settings.val_data.spec(),
+            "val_rows": settings.val_data.len(),
+            "val_skipped_rows": settings.val_data.skipped(),
+        },
+        "val_questions": settings
+            .val_data
+            .len()
+            .map_or(settings.val_size as u64, |l| l.min(settings.val_size as u64)),
+        "val_n": settings.val_n,
+        "eval_accuracy": accuracy,
+        "eval_reward": reward,
+        "wall_seconds": t0.elapsed().as_secs_f64(),
     });
     std::fs::write(
         run_dir.join("summary.json"),

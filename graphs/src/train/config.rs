@@ -282,6 +282,12 @@ pub fn keys() -> Vec<KeyDef> {
             "evaluate every this many steps (0: only before/after)",
         ),
         k(
+            "trainer.val_only",
+            Value::Boolean(false),
+            "evaluate the policy (worker.actor.model.model_path, e.g. a run's \
+             checkpoints/step_N) on the validation questions and stop, without training",
+        ),
+        k(
             "trainer.val_before_train",
             Value::Boolean(true),
             "evaluate before the first step",
