@@ -101,13 +101,32 @@ fn resume(
 fn stop_and_resume_equals_the_straight_run_with_staleness_0_and_1() -> TestResult {
     for staleness in ["0", "1"] {
         let st = format!("trainer.max_staleness={staleness}");
-        let (c, s) = config(&[&st])?;
+        // Staleness 1 also runs under a warm-up and cosine decay: the rate is a function of the
+        // step, so the resumed half continues the schedule.
+        let sched = match staleness {
+            "1" => "worker.actor.optim.lr_scheduler_type=cosine",
+            _ => "worker.actor.optim.lr_scheduler_type=constant",
+        };
+        let (c, s) = config(&[&st, sched, "worker.actor.optim.lr_warmup_ratio=0.34"])?;
         let (policy, opt) = load(&s)?;
         let straight = run(&c, &s, Start::fresh(), None, policy, opt)?;
         assert_eq!(straight.records.len(), 6);
+        let lrs: Vec<f64> = straight.records.iter().map(|r| r.update.lr).collect();
+        assert!(
+            lrs[0] < lrs[2] && lrs[2] > 0.0,
+            "two warm-up steps: {lrs:?}"
+        );
+        if staleness == "1" {
+            assert!(lrs[5] < lrs[3], "cosine decay: {lrs:?}");
+        }
 
         let root = temp(&format!("split-{staleness}"));
-        let (c3, s3) = config(&[&st, "trainer.stop_at_step=3"])?;
+        let (c3, s3) = config(&[
+            &st,
+            sched,
+            "worker.actor.optim.lr_warmup_ratio=0.34",
+            "trainer.stop_at_step=3",
+        ])?;
         let (policy, opt) = load(&s3)?;
         let first = run(
             &c3,

@@ -199,14 +199,29 @@ impl DataCursor {
     }
 }
 
-/// The config fingerprint: every resolved key but [`RESUMABLE_KEYS`], `key = value` per line,
-/// sorted (valid TOML with dotted keys).
+/// The step-count keys, which a learning-rate schedule other than constant without warm-up
+/// depends on: with such a schedule they stay in the fingerprint, so a run cannot be extended
+/// (its remaining learning rates would change).
+const STEP_COUNT_KEYS: &[&str] = &["trainer.total_steps", "sft.steps"];
+
+/// The config fingerprint: every resolved key but [`RESUMABLE_KEYS`] (keeping the step counts
+/// when the learning-rate schedule depends on them), `key = value` per line, sorted (valid TOML
+/// with dotted keys).
 pub fn fingerprint(config: &Config) -> String {
     let table: toml::Table = toml::from_str(&config.to_toml()).unwrap_or_default();
     let mut flat = BTreeMap::new();
     flatten("", &table, &mut flat);
+    let scheduled = flat
+        .get("worker.actor.optim.lr_scheduler_type")
+        .is_some_and(|v| v != "\"constant\"")
+        || flat
+            .get("worker.actor.optim.lr_warmup_ratio")
+            .is_some_and(|v| !v.parse::<f64>().is_ok_and(|r| r == 0.0));
     flat.into_iter()
-        .filter(|(k, _)| !RESUMABLE_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !RESUMABLE_KEYS.contains(&k.as_str())
+                || (scheduled && STEP_COUNT_KEYS.contains(&k.as_str()))
+        })
         .map(|(k, v)| format!("{k} = {v}\n"))
         .collect()
 }
@@ -247,8 +262,9 @@ pub fn fingerprint_diff(checkpoint: &str, now: &str) -> Vec<String> {
     keys.dedup();
     keys.into_iter()
         .filter(|k| a.get(k) != b.get(k))
-        // A checkpoint written before a key became resumable still carries it.
-        .filter(|k| !RESUMABLE_KEYS.contains(k))
+        // A checkpoint written before a key became resumable still carries it; both sides
+        // carry a step count only under a learning-rate schedule that depends on it.
+        .filter(|k| !RESUMABLE_KEYS.contains(k) || (a.contains_key(k) && b.contains_key(k)))
         .filter(|k| a.contains_key(k) || !b.contains_key(k) || b.get(k) != defaults.get(k))
         .map(|k| {
             format!(
@@ -736,9 +752,18 @@ pub fn restore(
     }
     let diff = fingerprint_diff(&state.config, &fingerprint(config));
     if !diff.is_empty() {
+        let steps = if diff.iter().any(|d| {
+            STEP_COUNT_KEYS
+                .iter()
+                .any(|k| d.starts_with(&format!("{k}:")))
+        }) {
+            "; the step count is fixed under a learning-rate warm-up or decay"
+        } else {
+            ""
+        };
         return Err(format!(
             "{}: the configuration differs from the checkpoint's in:\n  {}\n(only {} may change \
-             on resume)",
+             on resume{steps})",
             dir.display(),
             diff.join("\n  "),
             RESUMABLE_KEYS.join(", ")
@@ -801,6 +826,20 @@ mod tests {
         let c = Config::resolve(None, &["worker.rollout.n=3".into()])?;
         let d = fingerprint_diff(&fingerprint(&a), &fingerprint(&c));
         assert_eq!(d, vec!["worker.rollout.n: 6 -> 3".to_string()]);
+        // A decaying schedule or a warm-up depends on the step count: it may not change.
+        for sched in [
+            "worker.actor.optim.lr_scheduler_type=cosine",
+            "worker.actor.optim.lr_warmup_ratio=0.1",
+        ] {
+            let a = Config::resolve(None, &["trainer.total_steps=5".into(), sched.into()])?;
+            let b = Config::resolve(None, &["trainer.total_steps=9".into(), sched.into()])?;
+            let d = fingerprint_diff(&fingerprint(&a), &fingerprint(&b));
+            assert_eq!(
+                d,
+                vec!["trainer.total_steps: 5 -> 9".to_string()],
+                "{sched}"
+            );
+        }
         Ok(())
     }
 
