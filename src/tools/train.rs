@@ -157,16 +157,16 @@ pub fn train(
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", run_dir.display()))?;
     std::fs::write(run_dir.join("config.toml"), config.to_toml())?;
     let mdir = model_dir(&settings.model_path, &run_dir)?;
+    let val_only = config
+        .bool("trainer.val_only")
+        .map_err(anyhow::Error::msg)?;
     let opts = LoadOptions {
-        trainable: true,
+        trainable: !val_only,
         freeze_vision: settings.freeze_vision,
     };
     let mut policy = Policy::load(&mdir, &Device::Cpu, opts)
         .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
-    if config
-        .bool("trainer.val_only")
-        .map_err(anyhow::Error::msg)?
-    {
+    if val_only {
         return validate_only(&settings, graph, &policy, &mdir, run_dir, resume.is_some());
     }
     let mut optimizer = Optimizer::new(policy.model.trainable_vars(), settings.optim)?;

@@ -211,12 +211,12 @@ pub fn fingerprint(config: &Config) -> String {
     let table: toml::Table = toml::from_str(&config.to_toml()).unwrap_or_default();
     let mut flat = BTreeMap::new();
     flatten("", &table, &mut flat);
-    let scheduled = flat
-        .get("worker.actor.optim.lr_scheduler_type")
-        .is_some_and(|v| v != "\"constant\"")
-        || flat
-            .get("worker.actor.optim.lr_warmup_ratio")
-            .is_some_and(|v| !v.parse::<f64>().is_ok_and(|r| r == 0.0));
+    let scheduled = config
+        .str("worker.actor.optim.lr_scheduler_type")
+        .is_ok_and(|v| v != "constant")
+        || config
+            .float("worker.actor.optim.lr_warmup_ratio")
+            .is_ok_and(|r| r != 0.0);
     flat.into_iter()
         .filter(|(k, _)| {
             !RESUMABLE_KEYS.contains(&k.as_str())
