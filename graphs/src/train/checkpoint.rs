@@ -199,29 +199,38 @@ impl DataCursor {
     }
 }
 
-/// The step-count keys, which a learning-rate schedule other than constant without warm-up
-/// depends on: with such a schedule they stay in the fingerprint, so a run cannot be extended
-/// (its remaining learning rates would change).
-const STEP_COUNT_KEYS: &[&str] = &["trainer.total_steps", "sft.steps"];
+/// The step-count keys, each with the prefix of the learning-rate schedule keys that depend on
+/// it: under a schedule other than constant without warm-up the count stays in the fingerprint,
+/// so a run cannot be extended (its remaining learning rates would change).
+const STEP_COUNT_KEYS: &[(&str, &str)] = &[
+    ("trainer.total_steps", "worker.actor.optim."),
+    ("sft.steps", "sft."),
+];
 
-/// The config fingerprint: every resolved key but [`RESUMABLE_KEYS`] (keeping the step counts
-/// when the learning-rate schedule depends on them), `key = value` per line, sorted (valid TOML
-/// with dotted keys).
+/// Whether the learning-rate schedule under `prefix` depends on the step count.
+fn scheduled(config: &Config, prefix: &str) -> bool {
+    config
+        .str(&format!("{prefix}lr_scheduler_type"))
+        .is_ok_and(|v| v != "constant")
+        || config
+            .float(&format!("{prefix}lr_warmup_ratio"))
+            .is_ok_and(|r| r != 0.0)
+}
+
+/// The config fingerprint: every resolved key but [`RESUMABLE_KEYS`] (keeping a step count when
+/// its learning-rate schedule depends on it), `key = value` per line, sorted (valid TOML with
+/// dotted keys).
 pub fn fingerprint(config: &Config) -> String {
     let table: toml::Table = toml::from_str(&config.to_toml()).unwrap_or_default();
     let mut flat = BTreeMap::new();
     flatten("", &table, &mut flat);
-    let scheduled = config
-        .str("worker.actor.optim.lr_scheduler_type")
-        .is_ok_and(|v| v != "constant")
-        || config
-            .float("worker.actor.optim.lr_warmup_ratio")
-            .is_ok_and(|r| r != 0.0);
+    let kept: Vec<&str> = STEP_COUNT_KEYS
+        .iter()
+        .filter(|(_, prefix)| scheduled(config, prefix))
+        .map(|(key, _)| *key)
+        .collect();
     flat.into_iter()
-        .filter(|(k, _)| {
-            !RESUMABLE_KEYS.contains(&k.as_str())
-                || (scheduled && STEP_COUNT_KEYS.contains(&k.as_str()))
-        })
+        .filter(|(k, _)| !RESUMABLE_KEYS.contains(&k.as_str()) || kept.contains(&k.as_str()))
         .map(|(k, v)| format!("{k} = {v}\n"))
         .collect()
 }
@@ -755,7 +764,7 @@ pub fn restore(
         let steps = if diff.iter().any(|d| {
             STEP_COUNT_KEYS
                 .iter()
-                .any(|k| d.starts_with(&format!("{k}:")))
+                .any(|(k, _)| d.starts_with(&format!("{k}:")))
         }) {
             "; the step count is fixed under a learning-rate warm-up or decay"
         } else {
@@ -813,33 +822,47 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_resumable_keys_and_diff_names_keys() -> Result<(), String> {
-        let a = Config::resolve(None, &["trainer.total_steps=5".into()])?;
-        let b = Config::resolve(
-            None,
-            &[
-                "trainer.total_steps=9".into(),
-                "trainer.stop_at_step=2".into(),
-            ],
-        )?;
+        let constant = [
+            "worker.actor.optim.lr_scheduler_type=constant".to_string(),
+            "worker.actor.optim.lr_warmup_ratio=0".to_string(),
+        ];
+        let with = |extra: &[&str]| {
+            let mut sets = constant.to_vec();
+            sets.extend(extra.iter().map(|s| s.to_string()));
+            Config::resolve(None, &sets)
+        };
+        let a = with(&["trainer.total_steps=5"])?;
+        let b = with(&["trainer.total_steps=9", "trainer.stop_at_step=2"])?;
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert!(!fingerprint(&a).contains("trainer.total_steps"));
-        let c = Config::resolve(None, &["worker.rollout.n=3".into()])?;
+        let c = with(&["worker.rollout.n=3"])?;
         let d = fingerprint_diff(&fingerprint(&a), &fingerprint(&c));
         assert_eq!(d, vec!["worker.rollout.n: 6 -> 3".to_string()]);
-        // A decaying schedule or a warm-up depends on the step count: it may not change.
-        for sched in [
-            "worker.actor.optim.lr_scheduler_type=cosine",
-            "worker.actor.optim.lr_warmup_ratio=0.1",
+        // A decaying schedule or a warm-up (the default: cosine with 5% warm-up) depends on the
+        // step count: it may not change. SFT's schedule has its own keys and step count.
+        for (sched, steps) in [
+            ("trainer.seed=1", "trainer.total_steps"),
+            (
+                "worker.actor.optim.lr_scheduler_type=linear",
+                "trainer.total_steps",
+            ),
+            ("sft.lr_scheduler_type=cosine", "sft.steps"),
+            ("sft.lr_warmup_ratio=0.1", "sft.steps"),
         ] {
-            let a = Config::resolve(None, &["trainer.total_steps=5".into(), sched.into()])?;
-            let b = Config::resolve(None, &["trainer.total_steps=9".into(), sched.into()])?;
+            let sets = |n: u32| -> Vec<String> { vec![format!("{steps}={n}"), sched.to_string()] };
+            let a = Config::resolve(None, &sets(5))?;
+            let b = Config::resolve(None, &sets(9))?;
             let d = fingerprint_diff(&fingerprint(&a), &fingerprint(&b));
-            assert_eq!(
-                d,
-                vec!["trainer.total_steps: 5 -> 9".to_string()],
-                "{sched}"
-            );
+            assert_eq!(d, vec![format!("{steps}: 5 -> 9")], "{sched}");
         }
+        // The RL schedule leaves the SFT step count resumable, and the other way round.
+        let a = Config::resolve(None, &["sft.steps=5".into()])?;
+        assert!(!fingerprint(&a).contains("sft.steps"));
+        assert!(
+            fingerprint(&with(&[])?)
+                .lines()
+                .all(|l| !l.starts_with("trainer.total_steps"))
+        );
         Ok(())
     }
 

@@ -237,19 +237,20 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "worker.actor.optim.lr",
-            Value::Float(5e-5),
-            "AdamW learning rate (the reference uses 1e-6 for 7B models; 5e-5 suits the embedded \
-             tiny policy, which 2e-4 destabilises: RESULTS.md, session 10)",
+            Value::Float(7e-5),
+            "AdamW peak learning rate (the reference uses 1e-6 for 7B models; 7e-5 under the \
+             default cosine schedule suits the embedded tiny policy, which 2e-4 destabilises: \
+             RESULTS.md, sessions 10-12)",
         ),
         k(
             "worker.actor.optim.lr_scheduler_type",
-            s("constant"),
+            s("cosine"),
             "learning rate after the warm-up: constant, linear or cosine (decaying towards \
              min_lr_ratio * lr at the end of training); one value per training step",
         ),
         k(
             "worker.actor.optim.lr_warmup_ratio",
-            Value::Float(0.0),
+            Value::Float(0.05),
             "fraction of the training steps whose learning rate rises linearly to lr",
         ),
         k(
@@ -272,7 +273,7 @@ pub fn keys() -> Vec<KeyDef> {
             Value::Float(1.0),
             "global gradient-norm clip",
         ),
-        k("trainer.total_steps", Value::Integer(60), "training steps"),
+        k("trainer.total_steps", Value::Integer(100), "training steps"),
         k(
             "trainer.max_staleness",
             Value::Integer(0),
@@ -280,7 +281,7 @@ pub fn keys() -> Vec<KeyDef> {
         ),
         k(
             "trainer.val_freq",
-            Value::Integer(20),
+            Value::Integer(50),
             "evaluate every this many steps (0: only before/after)",
         ),
         k(
@@ -345,6 +346,21 @@ pub fn keys() -> Vec<KeyDef> {
             "sft.lr",
             Value::Float(5e-4),
             "SFT graph: AdamW learning rate",
+        ),
+        k(
+            "sft.lr_scheduler_type",
+            s("constant"),
+            "SFT graph: learning rate after the warm-up, as worker.actor.optim.lr_scheduler_type",
+        ),
+        k(
+            "sft.lr_warmup_ratio",
+            Value::Float(0.0),
+            "SFT graph: fraction of sft.steps whose learning rate rises linearly to sft.lr",
+        ),
+        k(
+            "sft.min_lr_ratio",
+            Value::Float(0.0),
+            "SFT graph: linear or cosine schedule: the final learning rate as a fraction of sft.lr",
         ),
         k(
             "sft.augment",

@@ -245,26 +245,7 @@ impl Settings {
             GraphKind::Sft => c.positive("sft.steps")?,
             _ => c.positive("trainer.total_steps")?,
         };
-        let warmup_ratio = c.float("worker.actor.optim.lr_warmup_ratio")?;
-        if !(0.0..=1.0).contains(&warmup_ratio) {
-            return Err(format!(
-                "`worker.actor.optim.lr_warmup_ratio` = {warmup_ratio}: expected a fraction in \
-                 [0, 1]"
-            ));
-        }
-        let lr_schedule = LrSchedule {
-            decay: c
-                .str("worker.actor.optim.lr_scheduler_type")?
-                .parse()
-                .map_err(|e| format!("`worker.actor.optim.lr_scheduler_type` = {e}"))?,
-            // verl's int(ratio * total) steps.
-            warmup_steps: (warmup_ratio * steps as f64) as u64,
-            total_steps: steps as u64,
-            min_lr_ratio: c.float("worker.actor.optim.min_lr_ratio")?,
-        };
-        lr_schedule
-            .validate()
-            .map_err(|e| format!("`worker.actor.optim.min_lr_ratio`: {e}"))?;
+        let lr_schedule = lr_schedule(c, graph, steps)?;
         let run_seed = u64::try_from(c.int("trainer.seed")?)
             .map_err(|_| "`trainer.seed` must not be negative".to_string())?;
         Ok(Self {
@@ -310,6 +291,40 @@ impl Settings {
             truncation,
         })
     }
+}
+
+/// The config prefix of a graph's learning-rate schedule keys (`lr_scheduler_type`,
+/// `lr_warmup_ratio`, `min_lr_ratio`): SFT has its own, beside `sft.lr`.
+pub fn lr_schedule_prefix(graph: GraphKind) -> &'static str {
+    match graph {
+        GraphKind::Sft => "sft.",
+        _ => "worker.actor.optim.",
+    }
+}
+
+/// The per-step learning-rate schedule of `graph` over `steps` steps, from its config keys.
+fn lr_schedule(c: &Config, graph: GraphKind, steps: usize) -> Result<LrSchedule, String> {
+    let p = lr_schedule_prefix(graph);
+    let warmup_ratio = c.float(&format!("{p}lr_warmup_ratio"))?;
+    if !(0.0..=1.0).contains(&warmup_ratio) {
+        return Err(format!(
+            "`{p}lr_warmup_ratio` = {warmup_ratio}: expected a fraction in [0, 1]"
+        ));
+    }
+    let schedule = LrSchedule {
+        decay: c
+            .str(&format!("{p}lr_scheduler_type"))?
+            .parse()
+            .map_err(|e| format!("`{p}lr_scheduler_type` = {e}"))?,
+        // verl's int(ratio * total) steps.
+        warmup_steps: (warmup_ratio * steps as f64) as u64,
+        total_steps: steps as u64,
+        min_lr_ratio: c.float(&format!("{p}min_lr_ratio"))?,
+    };
+    schedule
+        .validate()
+        .map_err(|e| format!("`{p}min_lr_ratio`: {e}"))?;
+    Ok(schedule)
 }
 
 /// The seed questions of a training step: positions `step * batch ..` of the training source.
