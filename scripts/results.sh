@@ -7,7 +7,7 @@
 #     [JOBS=2] [SEEDS="1 2 3"] scripts/results.sh [STEPS] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${1:-60}
+STEPS=${1:-100}
 OUT=${2:-runs/results}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-1 2 3}

@@ -92,6 +92,11 @@ struct InitModelCmd {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Reuse this tokenizer.json instead of training one on the task text, e.g.
+    /// assets/shapes-vl-tiny/tokenizer.json to regenerate the shipped policy (today's task text
+    /// trains a slightly different one).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -348,8 +353,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::InitModel(cmd) => {
             let spec = shareflow::operators::policy::TinyVlSpec::default();
-            shareflow::graphs::train::init::init_model(&cmd.out, cmd.seed, &spec)
-                .map_err(anyhow::Error::msg)?;
+            shareflow::graphs::train::init::init_model(
+                &cmd.out,
+                cmd.seed,
+                &spec,
+                cmd.tokenizer.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
             write_lines(None, &[format!("wrote {}", cmd.out.display())])?;
         }
         Command::Data(DataCmd::Shapes {

@@ -260,3 +260,48 @@ fn bad_checkpoints_and_images_get_clear_errors() {
     assert!(!ok && err.contains("text-only"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `init-model --tokenizer` with the shipped tokenizer writes every non-weight file of the shipped
+/// policy byte for byte (its weights come from the README's SFT on top); an unreadable tokenizer
+/// is an error naming the file, and nothing is written.
+#[test]
+fn init_model_with_the_shipped_tokenizer_reproduces_the_shipped_files() {
+    let dir = temp_dir("init-model");
+    let asset = root().join("assets/shapes-vl-tiny");
+    let out = dir.join("init");
+    let (ok, _, err) = run(&[
+        "init-model",
+        "--out",
+        &path(out.clone()),
+        "--tokenizer",
+        &path(asset.join("tokenizer.json")),
+    ]);
+    assert!(ok, "{err}");
+    for file in [
+        "tokenizer.json",
+        "config.json",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "chat_template.json",
+        "preprocessor_config.json",
+    ] {
+        let made = std::fs::read(out.join(file)).expect("written");
+        let shipped = std::fs::read(asset.join(file)).expect("shipped");
+        assert!(made == shipped, "{file} differs from the shipped one");
+    }
+    let bad = root().join("README.md");
+    let (ok, _, err) = run(&[
+        "init-model",
+        "--out",
+        &path(dir.join("bad")),
+        "--tokenizer",
+        &path(bad.clone()),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    assert!(!dir.join("bad").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -386,10 +386,7 @@ fn validate_only(
             "val_rows": settings.val_data.len(),
             "val_skipped_rows": settings.val_data.skipped(),
         },
-        "val_questions": settings
-            .val_data
-            .len()
-            .map_or(settings.val_size as u64, |l| l.min(settings.val_size as u64)),
+        "val_questions": settings.val_questions(),
         "val_n": settings.val_n,
         "eval_accuracy": accuracy,
         "eval_reward": reward,

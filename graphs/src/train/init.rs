@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use shareflow_operators::policy::{TinyVlSpec, create_random_checkpoint, train_tokenizer};
+use shareflow_operators::policy::{
+    TinyVlSpec, create_random_checkpoint, read_tokenizer, train_tokenizer,
+};
 use shareflow_operators::task::{
     FORMAT_PROMPT, IMAGE_PLACEHOLDER, NOISE_STDS, Split, VisualTransform, compensatory_prompt,
     reference_response, shapes_sample,
@@ -50,9 +52,19 @@ pub fn task_corpus(samples: u64) -> Vec<String> {
 /// Vocabulary size (bytes + merges) of the embedded tokenizer.
 pub const EMBEDDED_VOCAB: usize = 512;
 
-/// Writes a fresh checkpoint (tokenizer trained on [`task_corpus`], random weights from `seed`).
-pub fn init_model(dir: &Path, seed: u64, spec: &TinyVlSpec) -> Result<(), String> {
-    let tokenizer =
-        train_tokenizer(&task_corpus(2000), EMBEDDED_VOCAB).map_err(|e| e.to_string())?;
+/// Writes a fresh checkpoint: random weights from `seed` and a tokenizer, trained on
+/// [`task_corpus`] or, with `tokenizer`, read from that `tokenizer.json`. The weights depend only
+/// on `seed`, `spec` and the tokenizer's vocabulary size.
+pub fn init_model(
+    dir: &Path,
+    seed: u64,
+    spec: &TinyVlSpec,
+    tokenizer: Option<&Path>,
+) -> Result<(), String> {
+    let tokenizer = match tokenizer {
+        Some(path) => read_tokenizer(path),
+        None => train_tokenizer(&task_corpus(2000), EMBEDDED_VOCAB),
+    }
+    .map_err(|e| e.to_string())?;
     create_random_checkpoint(dir, spec, &tokenizer, seed).map_err(|e| e.to_string())
 }

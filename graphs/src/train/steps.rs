@@ -291,6 +291,12 @@ impl Settings {
             truncation,
         })
     }
+
+    /// The number of validation questions: the first `data.val_size` of `data.val_files`.
+    pub fn val_questions(&self) -> u64 {
+        let size = self.val_size as u64;
+        self.val_data.len().map_or(size, |l| l.min(size))
+    }
 }
 
 /// The config prefix of a graph's learning-rate schedule keys (`lr_scheduler_type`,
@@ -568,10 +574,7 @@ pub fn evaluate(
     let mut acc = 0.0;
     let mut reward = 0.0;
     let mut count = 0usize;
-    let count_val = s
-        .val_data
-        .len()
-        .map_or(s.val_size as u64, |l| l.min(s.val_size as u64));
+    let count_val = s.val_questions();
     if count_val == 0 {
         return Ok(None);
     }

@@ -412,6 +412,17 @@ pub fn create_random_checkpoint(
     std::fs::rename(&tmp, dir).map_err(|e| PolicyError::io(dir, e))
 }
 
+/// Reads a `tokenizer.json` to reuse in [`create_random_checkpoint`] instead of training one with
+/// [`train_tokenizer`] (it must hold the [`SPECIAL_TOKENS`], which that function checks).
+pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).map_err(|e| {
+        PolicyError::bad_file(
+            path,
+            format!("cannot read it as a tokenizers `tokenizer.json`: {e}"),
+        )
+    })
+}
+
 /// Supervised fine-tuning loss of a batch: the mean negative log-likelihood over all response
 /// tokens (the tokens after `prompt_len`) of all sequences, as a differentiable scalar, and the
 /// number of response tokens it averages over (to weight micro-batches).

@@ -38,7 +38,8 @@ pub use chat::ChatTemplate;
 pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
 pub use error::{PolicyError, Result};
 pub use factory::{
-    TinyVlSpec, create_random_checkpoint, padded_vocab_size, sft_loss, train_tokenizer,
+    TinyVlSpec, create_random_checkpoint, padded_vocab_size, read_tokenizer, sft_loss,
+    train_tokenizer,
 };
 pub use image::{ImageProcessor, PixelValues, load_pixel_values};
 pub use loss::{
