@@ -6,7 +6,7 @@ use shareflow_graphs::train::{
     Config, GraphKind, Settings, Start, StepRecord, run_dataflow, run_sequential,
 };
 use shareflow_operators::policy::candle::{Device, Tensor};
-use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, PolicyModel};
+use shareflow_operators::policy::{LoadOptions, LrDecay, Optimizer, Policy, PolicyModel};
 
 mod common;
 
@@ -239,5 +239,37 @@ fn the_lr_schedule_warms_up_and_decays_per_step_in_both_loops() -> TestResult {
         let e = settings(GraphKind::Grpo, &[bad]).err().unwrap_or_default();
         assert!(e.contains(needle), "{bad}: {e}");
     }
+
+    // The defaults: RL warms up for 5 of 100 steps, then cosine; the SFT graph reads its own
+    // keys (constant by default), so the RL schedule never reaches it.
+    let schedule = |graph, sets: &[&str]| -> Result<_, String> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let l = Settings::from_config(&Config::resolve(None, &sets)?, graph)?.lr_schedule;
+        Ok((l.decay, l.warmup_steps, l.total_steps))
+    };
+    assert_eq!(
+        schedule(GraphKind::ShareGrpo, &[])?,
+        (LrDecay::Cosine, 5, 100)
+    );
+    assert_eq!(
+        schedule(GraphKind::Sft, &["sft.steps=40"])?,
+        (LrDecay::Constant, 0, 40)
+    );
+    assert_eq!(
+        schedule(
+            GraphKind::Sft,
+            &[
+                "sft.steps=40",
+                "sft.lr_scheduler_type=linear",
+                "sft.lr_warmup_ratio=0.1",
+                "worker.actor.optim.lr_scheduler_type=constant",
+            ]
+        )?,
+        (LrDecay::Linear, 4, 40)
+    );
+    let e = schedule(GraphKind::Sft, &["sft.lr_scheduler_type=step"])
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("`sft.lr_scheduler_type`"), "{e}");
     Ok(())
 }
