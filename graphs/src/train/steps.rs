@@ -82,7 +82,8 @@ pub struct Settings {
     pub max_staleness: usize,
     pub update: UpdateConfig,
     pub optim: OptimConfig,
-    /// Learning rate per step as a factor of `optim.lr` (`worker.actor.optim.lr_*`).
+    /// Learning rate per step as a factor of `optim.lr` (`worker.actor.optim.lr_*`; for SFT
+    /// `sft.lr_*`).
     pub lr_schedule: LrSchedule,
     pub model_path: String,
     pub freeze_vision: bool,
@@ -301,7 +302,7 @@ impl Settings {
 
 /// The config prefix of a graph's learning-rate schedule keys (`lr_scheduler_type`,
 /// `lr_warmup_ratio`, `min_lr_ratio`): SFT has its own, beside `sft.lr`.
-pub fn lr_schedule_prefix(graph: GraphKind) -> &'static str {
+fn lr_schedule_prefix(graph: GraphKind) -> &'static str {
     match graph {
         GraphKind::Sft => "sft.",
         _ => "worker.actor.optim.",
