@@ -1,6 +1,8 @@
 //! The Qwen2-VL input processor against Pillow 13 and transformers 5.23
 //! (tests/golden/policy/make_image_golden.py): PIL resizes byte for byte, transformers'
-//! `convert_to_rgb`, `Qwen2VLImageProcessorPil` pixel values (max abs difference <= 1e-6), the
+//! `convert_to_rgb`, `Qwen2VLImageProcessorPil` pixel values (max abs difference <= 1e-6);
+//! torchvision 0.29 / PyTorch 2.15 resizes byte for byte and the default (torchvision backend)
+//! `Qwen2VLImageProcessor` pixel values (make_torchvision_golden.py); the
 //! processor's prompt token ids, the tokenizer, and chat templates rendered by transformers' own
 //! jinja2 environment.
 
@@ -10,10 +12,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::{DynamicImage, RgbImage};
 use serde_json::{Map, Value};
-use shareflow_operators::policy::resample::{convert_to_rgb, resize_rgb, resize_rgb_ordered};
+use shareflow_operators::policy::resample::{
+    convert_to_rgb, resize_rgb, resize_rgb_ordered, resize_rgb_torchvision,
+};
 use shareflow_operators::policy::{
-    ChatTemplate, Filter, ImageProcessor, ModelConfig, PassOrder, PixelValues, PolicyError,
-    Processor, VisionConfig,
+    ChatTemplate, Filter, ImageBackend, ImageProcessor, ModelConfig, PassOrder, PixelValues,
+    PolicyError, Processor, VisionConfig,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -211,10 +215,16 @@ fn image_processor_matches_transformers() -> TestResult {
     let expected = read_json(&dir.join("expected.json"))?;
     let store = tensors(&dir.join("image_processor.safetensors"))?;
     let base = ImageProcessor::from_file(&dir.join("preprocessor_config.json"))?;
+    assert_eq!(
+        base.backend,
+        ImageBackend::Torchvision,
+        "transformers 5's default"
+    );
     let cases = expected["image_processor"].as_array().ok_or("no cases")?;
     for c in cases {
         let ip = ImageProcessor {
             max_pixels: c["max_pixels"].as_u64().ok_or("max_pixels")? as usize,
+            backend: ImageBackend::Pil,
             ..base.clone()
         };
         let img = image::open(dir.join(s(&c["image"])))?;
@@ -243,6 +253,117 @@ fn image_processor_matches_transformers() -> TestResult {
             &[pv.num_patches(), 1176]
         );
     }
+    Ok(())
+}
+
+/// torchvision's `uint8` resize, byte for byte: the listed cases as PNGs, and 800 random sizes
+/// (bicubic and bilinear) as hashes of the output bytes.
+#[test]
+fn resize_matches_torchvision_byte_for_byte() -> TestResult {
+    let dir = golden().join("resize");
+    let index = read_json(&dir.join("torchvision.json"))?;
+    let cases = index["resize"].as_array().ok_or("no resize cases")?;
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for c in cases {
+        let input = open_rgb(&dir.join(s(&c["input"])))?;
+        let expected = open_rgb(&dir.join(s(&c["output"])))?;
+        let (w, h) = (expected.width(), expected.height());
+        let ours = resize_rgb_torchvision(&input, w, h, filter_named(s(&c["filter"]))?)
+            .ok_or("filter not supported")?;
+        let (n, max) = compare(&ours, &expected);
+        if n > 0 {
+            failures.push(format!(
+                "{}: {n} samples differ, max {max}",
+                s(&c["output"])
+            ));
+        }
+        // and Pillow does round differently on most of these
+    }
+    let sweep = index["sweep"].as_array().ok_or("no sweep")?;
+    assert_eq!(sweep.len(), 800);
+    let mut inputs = HashMap::new();
+    for c in sweep {
+        let name = s(&c["input"]);
+        if !inputs.contains_key(name) {
+            inputs.insert(name, open_rgb(&dir.join(name))?);
+        }
+        let (w, h) = (
+            c["width"].as_u64().ok_or("width")?,
+            c["height"].as_u64().ok_or("height")?,
+        );
+        let ours = resize_rgb_torchvision(
+            &inputs[name],
+            w as u32,
+            h as u32,
+            filter_named(s(&c["filter"]))?,
+        )
+        .ok_or("filter not supported")?;
+        let hash = format!("{:016x}", fnv1a64(ours.as_raw()));
+        if hash != s(&c["fnv1a64"]) {
+            failures.push(format!("sweep {name} -> {w}x{h} {}", s(&c["filter"])));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
+    // the filters torchvision lacks are refused, not approximated
+    let img = RgbImage::new(4, 4);
+    assert!(resize_rgb_torchvision(&img, 2, 2, Filter::Lanczos).is_none());
+    assert!(resize_rgb_torchvision(&img, 2, 2, Filter::Box).is_none());
+    Ok(())
+}
+
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The default image processor of transformers 5 (`AutoImageProcessor.from_pretrained`, the
+/// torchvision backend) against `ImageProcessor::from_file`'s default backend.
+#[test]
+fn default_image_processor_matches_transformers_torchvision_backend() -> TestResult {
+    let dir = golden().join("processor");
+    let expected = read_json(&dir.join("expected.json"))?;
+    let store = tensors(&dir.join("image_processor_torchvision.safetensors"))?;
+    let pil = tensors(&dir.join("image_processor.safetensors"))?;
+    let base = ImageProcessor::from_file(&dir.join("preprocessor_config.json"))?;
+    let cases = expected["image_processor"].as_array().ok_or("no cases")?;
+    let mut resized_differs = 0;
+    for c in cases {
+        let ip = ImageProcessor {
+            max_pixels: c["max_pixels"].as_u64().ok_or("max_pixels")? as usize,
+            ..base.clone()
+        };
+        let img = image::open(dir.join(s(&c["image"])))?;
+        let pv = ip.preprocess(&img)?;
+        let name = Path::new(s(&c["image"]))
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .ok_or("image name")?;
+        let theirs = store.get(name).ok_or("missing tensor")?;
+        assert_eq!(theirs.dims(), &[pv.num_patches(), pv.patch_dim()], "{name}");
+        let theirs = theirs.flatten_all()?.to_vec1::<f32>()?;
+        let max = pv
+            .data
+            .iter()
+            .zip(&theirs)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(max <= 1e-6, "{name}: max abs diff {max}");
+        // the PIL backend's values are not these: the case is discriminating
+        let pil = pil
+            .get(name)
+            .ok_or("missing PIL tensor")?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if max_diff_to_golden(&pv, &pil, ip.temporal_patch_size) > 1e-3 {
+            resized_differs += 1;
+        }
+    }
+    assert_eq!(resized_differs, cases.len(), "every case needs a resize");
     Ok(())
 }
 

@@ -1,12 +1,24 @@
 //! The Qwen2-VL image processor: `preprocessor_config.json`, `smart_resize`, and an image turned
 //! into the flattened patches the vision tower reads (`pixel_values`, `image_grid_thw`).
 //!
-//! Reference: transformers 5.23 `models/qwen2_vl/image_processing_pil_qwen2_vl.py`
-//! (`Qwen2VLImageProcessorPil`, the slow processor `use_fast=False` selects) and
-//! `image_transforms.{rescale,normalize}`. Every step is done in the same order and precision:
-//! convert to RGB, PIL bicubic resize of the `u8` image ([`super::resample`]), rescale in f64
-//! then cast to f32 (`image.astype(float64) * scale`), normalise in f32 (`(x - mean) / std`),
-//! patchify with the frame repeated `temporal_patch_size` times.
+//! transformers 5 has two implementations of this processor, and they do not give the same
+//! pixels; [`ImageBackend`] picks one:
+//! - **torchvision** (the default, as in transformers: `AutoProcessor.from_pretrained(dir)`
+//!   selects it whenever torchvision is installed): `models/qwen2_vl/image_processing_qwen2_vl.py`
+//!   (`Qwen2VLImageProcessor`) on `image_processing_backends.TorchvisionBackend`. Convert to RGB
+//!   (PIL's conversion), torchvision's `uint8` resize ([`resize_rgb_torchvision`]), then rescale
+//!   and normalise fused in f32: `(x - mean * (1 / rescale_factor)) / (std * (1 / rescale_factor))`
+//!   with the mean and std rounded to f32 first.
+//! - **pil** (`backend="pil"`, or the deprecated `use_fast=False`):
+//!   `image_processing_pil_qwen2_vl.py` (`Qwen2VLImageProcessorPil`) and
+//!   `image_transforms.{rescale,normalize}`: convert to RGB, PIL resize of the `u8` image
+//!   ([`super::resample::resize_rgb`]), rescale in f64 then cast to f32
+//!   (`image.astype(float64) * scale`), normalise in f32 (`(x - mean) / std`).
+//!
+//! Both patchify with the frame repeated `temporal_patch_size` times. On an image whose size
+//! needs no resize the two differ only by the normalisation's rounding (about 1e-7); on a
+//! resized one by up to a few `u8` levels per pixel, enough to move a tiny model's log-probs by
+//! 1e-3 (see `tests/golden/policy/README.md`).
 
 use std::path::Path;
 
@@ -14,7 +26,45 @@ use image::{DynamicImage, RgbImage};
 use serde_json::Value;
 
 use super::error::{PolicyError, Result};
-use super::resample::{Filter, PassOrder, convert_to_rgb, resize_rgb_ordered};
+use super::resample::{
+    Filter, PassOrder, convert_to_rgb, resize_rgb_ordered, resize_rgb_torchvision,
+};
+
+/// Which of transformers' two Qwen2-VL image processors to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageBackend {
+    /// `Qwen2VLImageProcessor` (torchvision backend): what `AutoProcessor.from_pretrained`
+    /// returns in transformers 5 when torchvision is installed.
+    #[default]
+    Torchvision,
+    /// `Qwen2VLImageProcessorPil`: `backend="pil"` / `use_fast=False`, and transformers 4.x's
+    /// default for Qwen2-VL.
+    Pil,
+}
+
+impl std::str::FromStr for ImageBackend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "torchvision" => Ok(Self::Torchvision),
+            "pil" => Ok(Self::Pil),
+            other => Err(format!(
+                "unknown image backend `{other}`: use `torchvision` (transformers 5's default \
+                 image processor) or `pil` (its `backend=\"pil\"` / `use_fast=False` one)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Torchvision => "torchvision",
+            Self::Pil => "pil",
+        })
+    }
+}
 
 /// OpenAI CLIP's mean, transformers' `OPENAI_CLIP_MEAN` (the Qwen2-VL default).
 const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -123,8 +173,12 @@ pub struct ImageProcessor {
     pub do_convert_rgb: bool,
     /// PIL filter of the resize (`resample`, default 3 = bicubic).
     pub resample: Filter,
-    /// Pillow version whose resize to reproduce (not in the config file): Pillow 13 by default;
-    /// set [`PassOrder::HorizontalFirst`] to match a reference run with Pillow 12 or older.
+    /// Which transformers image processor to reproduce (not in the config file): torchvision,
+    /// transformers 5's default, unless set.
+    pub backend: ImageBackend,
+    /// With the PIL backend, the Pillow version whose resize to reproduce (not in the config
+    /// file): Pillow 13 by default; set [`PassOrder::HorizontalFirst`] to match a reference run
+    /// with Pillow 12 or older.
     pub pass_order: PassOrder,
 }
 
@@ -144,6 +198,7 @@ impl Default for ImageProcessor {
             do_normalize: true,
             do_convert_rgb: true,
             resample: Filter::Bicubic,
+            backend: ImageBackend::Torchvision,
             pass_order: PassOrder::Pillow13,
         }
     }
@@ -282,7 +337,23 @@ impl ImageProcessor {
         let (h, w) = (rgb.height() as usize, rgb.width() as usize);
         let rgb = if self.do_resize {
             let (rh, rw) = self.smart_resize(h, w)?;
-            resize_rgb_ordered(&rgb, rw as u32, rh as u32, self.resample, self.pass_order)
+            match self.backend {
+                ImageBackend::Pil => {
+                    resize_rgb_ordered(&rgb, rw as u32, rh as u32, self.resample, self.pass_order)
+                }
+                ImageBackend::Torchvision => {
+                    resize_rgb_torchvision(&rgb, rw as u32, rh as u32, self.resample).ok_or_else(
+                        || {
+                            PolicyError::Input(format!(
+                                "preprocessor_config.json `resample` {:?} is not reproduced with \
+                                 the torchvision image backend (bicubic and bilinear are); \
+                                 choose the pil backend",
+                                self.resample
+                            ))
+                        },
+                    )?
+                }
+            }
         } else {
             let factor = self.patch_size * self.merge_size;
             if h % factor != 0 || w % factor != 0 || h == 0 || w == 0 {
@@ -298,6 +369,9 @@ impl ImageProcessor {
 
     /// The value of one `u8` sample after rescale and normalise, for channel `c`.
     fn value(&self, v: u8, c: usize) -> f32 {
+        if self.backend == ImageBackend::Torchvision {
+            return self.value_torchvision(v, c);
+        }
         // transformers: `image.astype(np.float64) * scale` then `.astype(np.float32)`;
         // without rescale, normalize casts the u8 image to float32
         let x = if self.do_rescale {
@@ -309,6 +383,22 @@ impl ImageProcessor {
             (x - self.image_mean[c]) / self.image_std[c]
         } else {
             x
+        }
+    }
+
+    /// `TorchvisionBackend.rescale_and_normalize`: rescale folded into a float32 mean and std
+    /// (`torch.tensor(mean) * (1.0 / rescale_factor)`), then `tvF.normalize` of the float32
+    /// image; a rescale alone is `image * rescale_factor` in float32.
+    fn value_torchvision(&self, v: u8, c: usize) -> f32 {
+        let x = f32::from(v);
+        match (self.do_rescale, self.do_normalize) {
+            (true, true) => {
+                let inv = (1.0 / self.rescale_factor) as f32;
+                (x - self.image_mean[c] * inv) / (self.image_std[c] * inv)
+            }
+            (false, true) => (x - self.image_mean[c]) / self.image_std[c],
+            (true, false) => x * self.rescale_factor as f32,
+            (false, false) => x,
         }
     }
 

@@ -41,7 +41,7 @@ pub use factory::{
     TinyVlSpec, create_random_checkpoint, padded_vocab_size, read_tokenizer, sft_loss,
     train_tokenizer,
 };
-pub use image::{ImageProcessor, PixelValues, load_pixel_values};
+pub use image::{ImageBackend, ImageProcessor, PixelValues, load_pixel_values};
 pub use loss::{
     KlConfig, KlPenalty, PpoConfig, PpoTerms, kl_penalty, kl_penalty_full, masked_mean, ppo_loss,
 };

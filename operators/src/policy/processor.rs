@@ -403,6 +403,14 @@ impl Processor {
     pub fn image_processor(&self) -> Option<&ImageProcessor> {
         self.image_processor.as_ref()
     }
+
+    /// Chooses which of transformers' image processors to reproduce (torchvision, the
+    /// default, or PIL); no effect on a text-only model.
+    pub fn set_image_backend(&mut self, backend: super::ImageBackend) {
+        if let Some(ip) = &mut self.image_processor {
+            ip.backend = backend;
+        }
+    }
 }
 
 /// transformers' `clean_up_tokenization` (only used when the tokenizer config asks for it).

@@ -120,6 +120,8 @@ fn sinc(x: f64) -> f64 {
 /// Fixed-point weights of a 1-D resampling: output sample `i` reads `len[i]` inputs starting at
 /// `start[i]` with weights `weights[i * ksize..][..len[i]]`.
 struct Coeffs {
+    /// Fraction bits of the fixed-point weights.
+    bits: u32,
     ksize: usize,
     start: Vec<usize>,
     len: Vec<usize>,
@@ -163,6 +165,7 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
         len.push(n);
     }
     Coeffs {
+        bits: PRECISION_BITS,
         ksize,
         start,
         len,
@@ -170,20 +173,16 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
     }
 }
 
-/// Pillow's `clip8`: drop the fraction bits, clamp to `0..=255`.
+/// One weighted sum of `u8` samples at `stride` with `bits` fraction bits in the weights, as
+/// Pillow (and ATen's uint8 kernels) accumulate it: start from one half, drop the fraction
+/// bits, clamp to `0..=255` (Pillow's `clip8`).
 #[inline]
-fn clip8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// One weighted sum of `u8` samples at `stride`, as Pillow accumulates it.
-#[inline]
-fn convolve(src: &[u8], first: usize, stride: usize, weights: &[i32]) -> u8 {
-    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+fn convolve(src: &[u8], first: usize, stride: usize, weights: &[i32], bits: u32) -> u8 {
+    let mut acc: i32 = 1 << (bits - 1);
     for (i, &w) in weights.iter().enumerate() {
         acc += i32::from(src[first + i * stride]) * w;
     }
-    clip8(acc)
+    (acc >> bits).clamp(0, 255) as u8
 }
 
 /// Which of Pillow's two pass orders to follow.
@@ -262,7 +261,7 @@ fn horizontal(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, k: &Coeffs
             let w = &k.weights[xx * k.ksize..][..k.len[xx]];
             let first = in_row + k.start[xx] * 3;
             for (c, v) in px.iter_mut().enumerate() {
-                *v = convolve(src, first + c, 3, w);
+                *v = convolve(src, first + c, 3, w, k.bits);
             }
         }
     }
@@ -278,10 +277,142 @@ fn vertical(src: &[u8], src_w: usize, k: &Coeffs, row_offset: usize) -> Vec<u8> 
         let w = &k.weights[yy * k.ksize..][..k.len[yy]];
         let first_row = (k.start[yy] - row_offset) * stride;
         for (i, v) in out_row.iter_mut().enumerate() {
-            *v = convolve(src, first_row + i, stride, w);
+            *v = convolve(src, first_row + i, stride, w, k.bits);
         }
     }
     out
+}
+
+/// Resizes an RGB image to `width` x `height` exactly like torchvision's
+/// `tvF.resize(image, [height, width], interpolation, antialias=True)` on a CPU `uint8` tensor,
+/// which is what transformers 5's default (torchvision backend) image processors do.
+///
+/// PyTorch resizes `uint8` images natively (ATen `_upsample_bicubic2d_aa` /
+/// `_upsample_bilinear2d_aa`, `UpSampleKernel.cpp` and, on AVX2 CPUs,
+/// `UpSampleKernelAVXAntialias.h`): the same separable convolution as Pillow, but with `int16`
+/// weights whose fraction bits are chosen per dimension (the most below 22 that keep the
+/// largest weight under 2^15), Keys' cubic written as ATen writes it, and always the
+/// horizontal pass first. Checked byte for byte against PyTorch 2.15 with all three CPU kernels
+/// (`ATEN_CPU_CAPABILITY=default|avx2|avx512`) by `tests/golden/policy/make_window_golden.py`.
+///
+/// Only bicubic and bilinear are supported (`None` otherwise): torchvision has no box or hamming
+/// filter, and its Lanczos is not reproduced. Bilinear on a CPU without AVX2 (or NEON) goes
+/// through float32 in torchvision and is not reproduced either.
+pub fn resize_rgb_torchvision(
+    img: &RgbImage,
+    width: u32,
+    height: u32,
+    filter: Filter,
+) -> Option<RgbImage> {
+    if !matches!(filter, Filter::Bicubic | Filter::Bilinear) {
+        return None;
+    }
+    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    let (out_w, out_h) = (width as usize, height as usize);
+    if out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
+        return Some(RgbImage::new(width, height));
+    }
+    let src = img.as_raw().as_slice();
+    let data = match (out_w != in_w, out_h != in_h) {
+        (false, false) => return Some(img.clone()),
+        (true, false) => horizontal(src, in_w, 0..in_h, &precompute_aten(in_w, out_w, filter)),
+        (false, true) => vertical(src, in_w, &precompute_aten(in_h, out_h, filter), 0),
+        (true, true) => {
+            let tmp = horizontal(src, in_w, 0..in_h, &precompute_aten(in_w, out_w, filter));
+            vertical(&tmp, out_w, &precompute_aten(in_h, out_h, filter), 0)
+        }
+    };
+    Some(to_image(width, height, data))
+}
+
+/// ATen's antialiased filters (`HelperInterpCubic::aa_filter`, `HelperInterpLinear::aa_filter`),
+/// in ATen's operation order.
+fn aten_filter(filter: Filter, x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    match filter {
+        Filter::Bilinear => {
+            if x < 1.0 {
+                1.0 - x
+            } else {
+                0.0
+            }
+        }
+        _ => {
+            if x < 1.0 {
+                // cubic_convolution1
+                ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+            } else if x < 2.0 {
+                // cubic_convolution2
+                ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// ATen's `_compute_index_ranges_int16_weights` (antialias, `align_corners=False`, no explicit
+/// scale) for one dimension.
+fn precompute_aten(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
+    let interp_size = if filter == Filter::Bilinear { 2.0 } else { 4.0 };
+    let scale = in_size as f64 / out_size as f64;
+    let support = if scale >= 1.0 {
+        interp_size * 0.5 * scale
+    } else {
+        interp_size * 0.5
+    };
+    // ATen: `(int)ceilf(support) * 2 + 1`, the support narrowed to f32 first
+    let ksize = (support as f32).ceil() as usize * 2 + 1;
+    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    let mut start = Vec::with_capacity(out_size);
+    let mut len = Vec::with_capacity(out_size);
+    let mut real = vec![0f64; out_size * ksize];
+    let mut wt_max = 0f64;
+    for i in 0..out_size {
+        let center = scale * (i as f64 + 0.5);
+        let xmin = ((center - support + 0.5) as i64).max(0);
+        let xsize = (((center + support + 0.5) as i64).min(in_size as i64) - xmin)
+            .clamp(0, ksize as i64) as usize;
+        let w = &mut real[i * ksize..][..xsize];
+        let mut total = 0.0;
+        for (j, wj) in w.iter_mut().enumerate() {
+            *wj = aten_filter(filter, (j as f64 + xmin as f64 - center + 0.5) * invscale);
+            total += *wj;
+        }
+        if total != 0.0 {
+            for wj in w.iter_mut() {
+                *wj /= total;
+                wt_max = wt_max.max(*wj);
+            }
+        }
+        start.push(xmin as usize);
+        len.push(xsize);
+    }
+    // the most fraction bits (below 22) that keep the largest weight below 2^15
+    let mut bits = 0u32;
+    while bits < 22 {
+        let next = (0.5 + wt_max * f64::from(1u32 << (bits + 1))) as i64;
+        if next >= 1 << 15 {
+            break;
+        }
+        bits += 1;
+    }
+    let weights = real
+        .iter()
+        .map(|&w| {
+            let v = w * f64::from(1u32 << bits);
+            // `static_cast<int16_t>(v < 0 ? v - 0.5 : v + 0.5)`
+            i32::from((if v < 0.0 { v - 0.5 } else { v + 0.5 }) as i16)
+        })
+        .collect();
+    Coeffs {
+        bits,
+        ksize,
+        start,
+        len,
+        weights,
+    }
 }
 
 fn to_image(width: u32, height: u32, data: Vec<u8>) -> RgbImage {
