@@ -620,8 +620,8 @@ class MiniQwen2_5_VLProcessor:
 
     transformers 5.23 cannot build Qwen2_5_VLProcessor at all without torchvision (its
     Qwen2VLVideoProcessor requires it, and the processor insists on a video processor), whatever
-    files the checkpoint has.  This class reproduces the image path exactly: the slow PIL image
-    processor (AutoImageProcessor, use_fast=False), each <|image_pad|> expanded to
+    files the checkpoint has.  This class reproduces the image path exactly: AutoImageProcessor's
+    default image processor (torchvision backend where installed, else PIL), each <|image_pad|> expanded to
     grid_t*grid_h*grid_w/merge_size^2 copies, in order, then the tokenizer; plus mm_token_type_ids.
     Where torchvision is installed, make_fixtures.py asserts it agrees with AutoProcessor.
     """
@@ -629,7 +629,7 @@ class MiniQwen2_5_VLProcessor:
     def __init__(self, path):
         from transformers import AutoImageProcessor
 
-        self.image_processor = AutoImageProcessor.from_pretrained(path, use_fast=False)
+        self.image_processor = AutoImageProcessor.from_pretrained(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         with open(os.path.join(path, "chat_template.json"), encoding="utf-8") as f:
             self.chat_template = json.load(f)["chat_template"]
@@ -669,9 +669,10 @@ class MiniQwen2_5_VLProcessor:
 
 
 def load_processor(path):
-    """AutoProcessor (slow PIL image processor) where it can be built, else the mini processor."""
+    """AutoProcessor (its default: the torchvision image processor) where it can be built, else the
+    mini processor. The goldens are made with torchvision installed (asserted in main)."""
     try:
-        return AutoProcessor.from_pretrained(path, use_fast=False), "AutoProcessor.from_pretrained(use_fast=False)"
+        return AutoProcessor.from_pretrained(path), "AutoProcessor.from_pretrained (default: torchvision backend)"
     except ImportError as e:  # no torchvision
         msg = str(e).strip().splitlines()[0]
         return MiniQwen2_5_VLProcessor(path), f"MiniQwen2_5_VLProcessor (AutoProcessor unavailable: {msg})"
@@ -849,7 +850,7 @@ def main():
     processor, how = load_processor(VL_DIR)
     ip = processor.image_processor
     note(f"processor: {how}; image processor: {type(ip).__name__} (backend {getattr(ip, 'backend', '?')})")
-    assert getattr(ip, "backend", "pil") == "pil", ip
+    assert getattr(ip, "backend", "?") == "torchvision", ip
     mini = MiniQwen2_5_VLProcessor(VL_DIR)
     vl_tok = processor.tokenizer
     assert vl_tok.encode("<|image_pad|>", add_special_tokens=False) == [ids["<|image_pad|>"]]
@@ -1029,7 +1030,7 @@ def main():
         "versions": versions(),
         "dtype": "float32",
         "attn_implementation": "eager",
-        "image_processor": type(ip).__name__ + " (slow/PIL backend, use_fast=False)",
+        "image_processor": type(ip).__name__ + " (torchvision backend, the AutoProcessor default)",
         "tolerance_abs": TOLERANCE,
         "pad_token_id": pad_id,
         "special_token_ids": ids,
