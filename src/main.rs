@@ -136,6 +136,10 @@ struct LogprobsCmd {
     /// The response, tokenized without special tokens.
     #[arg(long)]
     response: String,
+    /// Which transformers image processor to reproduce: `torchvision` (transformers 5's
+    /// `AutoProcessor` default) or `pil` (`backend="pil"` / `use_fast=False`).
+    #[arg(long, default_value = "torchvision", value_name = "torchvision|pil")]
+    image_backend: shareflow::operators::policy::ImageBackend,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +174,10 @@ struct GenerateCmd {
     /// Print one JSON object per response (text, token ids, sampler log-probs, finish reason).
     #[arg(long)]
     json: bool,
+    /// Which transformers image processor to reproduce: `torchvision` (transformers 5's
+    /// `AutoProcessor` default) or `pil` (`backend="pil"` / `use_fast=False`).
+    #[arg(long, default_value = "torchvision", value_name = "torchvision|pil")]
+    image_backend: shareflow::operators::policy::ImageBackend,
 }
 
 #[derive(Debug, Args)]
@@ -342,7 +350,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logprobs(cmd) => {
             let images = load_images(&cmd.images)?;
-            let policy = load_policy(&cmd.model)?;
+            let mut policy = load_policy(&cmd.model)?;
+            policy.processor.set_image_backend(cmd.image_backend);
             let r = policy.log_probs(&cmd.question, &images, &cmd.response)?;
             let out = serde_json::json!({
                 "tokens": r.tokens,
@@ -395,7 +404,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--n must be at least 1");
             }
             let images = load_images(&cmd.images)?;
-            let policy = load_policy(&cmd.model)?;
+            let mut policy = load_policy(&cmd.model)?;
+            policy.processor.set_image_backend(cmd.image_backend);
             let params = SamplingParams {
                 temperature: cmd.temperature,
                 top_p: cmd.top_p,

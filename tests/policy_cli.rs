@@ -80,6 +80,67 @@ fn logprobs_match_transformers_from_image_files() {
     assert!(checked >= 10);
 }
 
+/// The reported windowed checkpoint (window 56, full attention in block 2) on a 120x90 PNG
+/// (merged grid 3x4: padded windows), with both `--image-backend`s, against transformers'
+/// default and `use_fast=False` processors.
+#[test]
+fn logprobs_image_backend_flag_matches_each_transformers_processor() {
+    let g = read("windows/golden.json");
+    let case = &g["variants"]["w56_full2"]["cases"][0];
+    assert_eq!(case["name"], "one_wide");
+    let model = path(golden().join("windows/ckpt"));
+    let image = path(
+        golden()
+            .join("windows")
+            .join(case["images"][0].as_str().expect("image")),
+    );
+    for (flag, key) in [
+        (None, "logprobs_torchvision"),
+        (Some("torchvision"), "logprobs_torchvision"),
+        (Some("pil"), "logprobs_pil"),
+    ] {
+        let mut args = vec![
+            "logprobs",
+            "--model",
+            &model,
+            "--image",
+            &image,
+            "--question",
+            g["question"].as_str().expect("question"),
+            "--response",
+            case["response"].as_str().expect("response"),
+        ];
+        if let Some(f) = flag {
+            args.extend(["--image-backend", f]);
+        }
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{flag:?}: {err}");
+        let got: Value = serde_json::from_str(out.trim()).expect("JSON output");
+        let got = got["logprobs"].as_array().expect("logprobs");
+        let want = case[key].as_array().expect("golden");
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(want) {
+            let (a, b) = (a.as_f64().expect("f64"), b.as_f64().expect("f64"));
+            assert!((a - b).abs() <= 1e-4, "{flag:?}: {a} vs {b}");
+        }
+    }
+    let (ok, _, err) = run(&[
+        "logprobs",
+        "--model",
+        &model,
+        "--question",
+        "q",
+        "--response",
+        "r",
+        "--image-backend",
+        "opencv",
+    ]);
+    assert!(
+        !ok && err.contains("torchvision") && err.contains("pil"),
+        "{err}"
+    );
+}
+
 #[test]
 fn greedy_generate_matches_transformers() {
     let greedy = read("greedy.json");

@@ -166,6 +166,7 @@ pub fn train(
     };
     let mut policy = Policy::load(&mdir, &Device::Cpu, opts)
         .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
+    policy.processor.set_image_backend(settings.image_backend);
     if val_only {
         return validate_only(&settings, graph, &policy, &mdir, run_dir, resume.is_some());
     }

@@ -84,6 +84,12 @@ pub fn keys() -> Vec<KeyDef> {
             "maximum prompt tokens (image tokens included)",
         ),
         k(
+            "data.image_backend",
+            s("torchvision"),
+            "image processor to reproduce: torchvision (transformers 5's AutoProcessor default) \
+             or pil (its backend=\"pil\" / use_fast=False one, transformers 4's default)",
+        ),
+        k(
             "data.truncation",
             s("error"),
             "a longer prompt: `error`, `left` (keep the end) or `right` (keep the start); never \

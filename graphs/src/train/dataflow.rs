@@ -219,8 +219,9 @@ pub fn run_graph(
     let (weights_tx, weights_rx) = unbounded::<PolicyModel>();
     let (table_tx, table_rx) = bounded::<StepTable>(s.max_staleness + 2);
 
-    let processor =
+    let mut processor =
         Processor::load(&policy.dir, policy.model.config().vision.as_ref()).map_err(err)?;
+    processor.set_image_backend(s.image_backend);
     let rs = s.clone();
     let rollout = std::thread::Builder::new()
         .name("shareflow-rollout".into())

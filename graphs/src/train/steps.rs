@@ -99,6 +99,8 @@ pub struct Settings {
     pub val_data: Arc<SeedSource>,
     pub max_prompt_length: usize,
     pub truncation: Truncation,
+    /// `data.image_backend`: which transformers image processor the prompts reproduce.
+    pub image_backend: shareflow_operators::policy::ImageBackend,
 }
 
 /// What to do with a prompt longer than `data.max_prompt_length` tokens.
@@ -290,6 +292,10 @@ impl Settings {
             val_data: Arc::new(val_data),
             max_prompt_length: c.positive("data.max_prompt_length")?,
             truncation,
+            image_backend: c
+                .str("data.image_backend")?
+                .parse()
+                .map_err(|e| format!("`data.image_backend`: {e}"))?,
         })
     }
 
