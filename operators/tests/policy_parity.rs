@@ -8,7 +8,7 @@ use std::collections::HashMap;
 mod common;
 
 use candle_core::Device;
-use common::{golden_dir, ids, pixel_values};
+use common::{floats, golden_dir, ids, pixel_values};
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, PixelValues, PolicyModel, SamplingParams, ScoreOptions, Sequence,
@@ -22,17 +22,6 @@ const TOL: f32 = 1e-4;
 fn read_json(name: &str) -> Result<Value, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(golden_dir().join(name))?;
     Ok(serde_json::from_str(&text)?)
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_f64)
-                .map(|x| x as f32)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn load(model: &str) -> Result<PolicyModel, Box<dyn std::error::Error>> {

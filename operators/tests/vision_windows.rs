@@ -4,7 +4,11 @@
 //! `Policy::log_probs` against transformers 5.23 (tests/golden/policy/make_window_golden.py),
 //! 1e-4 absolute per token in f32, with both image backends.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
+
+use common::{floats, ids};
 
 use candle_core::Device;
 use serde_json::Value;
@@ -15,29 +19,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const TOL: f32 = 1e-4;
 
 fn windows_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy/windows")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_f64)
-                .map(|x| x as f32)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|x| x as u32)
-                .collect()
-        })
-        .unwrap_or_default()
+    common::golden_dir().join("windows")
 }
 
 /// The golden checkpoint with `vision_config` overridden, in a fresh directory.

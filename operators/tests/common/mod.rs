@@ -25,6 +25,18 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// A JSON list of numbers as f32.
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|x| x as f32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The HF processor's pixel values of the fixture images, keyed as cases.json names them
 /// (`images/NAME.png`).
 pub fn pixel_values() -> Result<HashMap<String, PixelValues>, Box<dyn std::error::Error>> {
