@@ -1,5 +1,7 @@
 //! Pillow's image resampling and RGB conversion, re-implemented bit for bit, so that images reach
-//! the vision tower exactly as Hugging Face's slow (PIL backed) image processors deliver them.
+//! the vision tower exactly as Hugging Face's PIL backed image processors deliver them; and
+//! torchvision's `uint8` resize ([`resize_rgb_torchvision`]), for transformers 5's default
+//! (torchvision backed) image processors.
 //!
 //! Reference: Pillow `src/libImaging/Resample.c` (`ImagingResample`, `precompute_coeffs`,
 //! `normalize_coeffs_8bpc`, `ImagingResample{Horizontal,Vertical}_8bpc`) and
