@@ -18,7 +18,7 @@
 //! Both patchify with the frame repeated `temporal_patch_size` times. On an image whose size
 //! needs no resize the two differ only by the normalisation's rounding (about 1e-7); on a
 //! resized one by up to a few `u8` levels per pixel, enough to move a tiny model's log-probs by
-//! 1e-3 (see `tests/golden/policy/README.md`).
+//! 1e-2 or more (see `tests/golden/policy/README.md`).
 
 use std::path::Path;
 
