@@ -31,8 +31,7 @@ use super::resample::{
 };
 
 /// Which of transformers' two Qwen2-VL image processors to reproduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ImageBackend {
     /// `Qwen2VLImageProcessor` (torchvision backend): what `AutoProcessor.from_pretrained`
     /// returns in transformers 5 when torchvision is installed.
