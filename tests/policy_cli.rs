@@ -366,3 +366,71 @@ fn init_model_with_the_shipped_tokenizer_reproduces_the_shipped_files() {
     assert!(!dir.join("bad").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Qwen3 and Qwen3-VL (`tests/golden/policy/qwen3/`, made by `make_qwen3_golden.py`): every
+/// golden case scored from its PNG files and text, and the greedy continuations, through the CLI.
+#[test]
+fn qwen3_logprobs_and_generate_match_transformers() {
+    let g = read("qwen3/golden.json");
+    let dir = golden().join("qwen3");
+    let cases = g["cases"].as_array().expect("cases");
+    for c in cases {
+        let mut args = vec![
+            "logprobs".to_string(),
+            "--model".into(),
+            path(dir.join(c["model"].as_str().expect("model"))),
+        ];
+        for img in c["images"].as_array().expect("images") {
+            args.push("--image".into());
+            args.push(path(dir.join(img.as_str().expect("image path"))));
+        }
+        for (flag, key) in [("--question", "question"), ("--response", "response")] {
+            args.push(flag.into());
+            args.push(c[key].as_str().expect("text").into());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = run(&argv);
+        assert!(ok, "{}: {err}", c["name"]);
+        let got: Value = serde_json::from_str(out.trim()).expect("JSON output");
+        assert_eq!(got["token_ids"], c["response_ids"], "{}", c["name"]);
+        let got = got["logprobs"].as_array().expect("logprobs");
+        let want = c["logprobs"].as_array().expect("golden logprobs");
+        assert_eq!(got.len(), want.len(), "{}", c["name"]);
+        for (a, b) in got.iter().zip(want) {
+            let (a, b) = (a.as_f64().expect("f64"), b.as_f64().expect("f64"));
+            assert!((a - b).abs() <= 1e-4, "{}: {a} vs {b}", c["name"]);
+        }
+    }
+    for want in g["greedy"].as_array().expect("greedy") {
+        let c = cases
+            .iter()
+            .find(|c| c["name"] == want["case"])
+            .expect("greedy case");
+        let n = want["max_new_tokens"].as_u64().expect("n").to_string();
+        let mut args = vec![
+            "generate".to_string(),
+            "--model".into(),
+            path(dir.join(c["model"].as_str().expect("model"))),
+        ];
+        for img in c["images"].as_array().expect("images") {
+            args.push("--image".into());
+            args.push(path(dir.join(img.as_str().expect("image path"))));
+        }
+        for a in [
+            "--question",
+            c["question"].as_str().expect("question"),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            &n,
+            "--json",
+        ] {
+            args.push(a.into());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = run(&argv);
+        assert!(ok, "{}: {err}", want["case"]);
+        let got: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!(got["token_ids"], want["tokens"], "{}", want["case"]);
+    }
+}

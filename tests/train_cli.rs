@@ -6,6 +6,7 @@ mod common;
 
 use common::{shareflow, temp_dir};
 use serde_json::Value;
+use shareflow_operators::policy::candle;
 
 fn tiny(out: &str, name: &str) -> Vec<String> {
     [
@@ -184,5 +185,73 @@ fn configuration_mistakes_are_clear_errors() {
         ok && stdout.contains("worker.rollout.question_num = 2"),
         "{stdout}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `shareflow train` on a Qwen3-VL checkpoint (the tiny random one of
+/// `tests/golden/policy/qwen3/`): Share-GRPO writes a checkpoint under transformers' names that
+/// the CLI loads again, and SFT moves the weights with finite, non-zero gradients.
+#[test]
+fn qwen3_vl_checkpoint_trains() {
+    let dir = temp_dir("train-qwen3-vl");
+    let out = dir.to_string_lossy().into_owned();
+    let src = common::root().join("tests/golden/policy/qwen3/tiny-qwen3_vl");
+    for graph in ["share-grpo", "sft"] {
+        let mut args = tiny(&out, graph);
+        args.extend([
+            "--graph".into(),
+            graph.into(),
+            "--set".into(),
+            format!("worker.actor.model.model_path={}", src.display()),
+        ]);
+        let (ok, stdout, err) = run(&args);
+        assert!(ok, "{graph}: {err}");
+        let summary: Value = serde_json::from_str(&stdout).expect("summary");
+        assert_eq!(summary["steps"], 2, "{graph}");
+        let ckpt = dir.join(graph).join("checkpoints/step_2");
+        let (ok, stdout, err) = run(&[
+            "generate".into(),
+            "--model".into(),
+            ckpt.to_string_lossy().into_owned(),
+            "--image".into(),
+            common::root()
+                .join("tests/golden/policy/qwen3/images/q120x90.png")
+                .to_string_lossy()
+                .into_owned(),
+            "--question".into(),
+            "How many shapes are there?".into(),
+            "--max-new-tokens".into(),
+            "4".into(),
+        ]);
+        assert!(ok && stdout.contains("response 0"), "{graph}: {err}");
+        let load = |p: std::path::PathBuf| {
+            candle::safetensors::load(p, &candle::Device::Cpu).expect("safetensors")
+        };
+        let saved = load(ckpt.join("model.safetensors"));
+        let original = load(src.join("model.safetensors"));
+        let mut names: Vec<&String> = saved.keys().collect();
+        let mut want: Vec<&String> = original.keys().collect();
+        names.sort();
+        want.sort();
+        assert_eq!(names, want, "{graph}: tensor names");
+        if graph == "sft" {
+            let metrics = std::fs::read_to_string(dir.join("sft/metrics.jsonl")).expect("metrics");
+            for line in metrics.lines() {
+                let m: Value = serde_json::from_str(line).expect("JSON line");
+                let g = m["actor/grad_norm"].as_f64().unwrap_or(f64::NAN);
+                assert!(g.is_finite() && g > 0.0, "sft grad_norm {g}");
+            }
+            for name in [
+                "model.language_model.layers.0.self_attn.q_norm.weight",
+                "model.visual.pos_embed.weight",
+                "model.visual.deepstack_merger_list.0.linear_fc1.weight",
+            ] {
+                let moved = (&saved[name] - &original[name])
+                    .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                    .expect("difference");
+                assert!(moved > 0.0, "SFT left {name} unchanged");
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

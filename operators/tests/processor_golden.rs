@@ -17,7 +17,7 @@ use shareflow_operators::policy::resample::{
 };
 use shareflow_operators::policy::{
     ChatTemplate, Filter, ImageBackend, ImageProcessor, ModelConfig, PassOrder, PixelValues,
-    PolicyError, Processor, VisionConfig,
+    PolicyError, Processor, VisionAct, VisionConfig,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -385,6 +385,10 @@ fn vision_config() -> VisionConfig {
         fullatt_block_indexes: vec![0],
         in_channels: 3,
         tokens_per_second: 2.0,
+        hidden_act: VisionAct::Silu,
+        num_position_embeddings: None,
+        deepstack_visual_indexes: vec![],
+        rope_theta: 10_000.0,
     }
 }
 

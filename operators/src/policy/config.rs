@@ -16,6 +16,13 @@ pub enum Architecture {
     /// Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`): vision tower + Qwen2 decoder with
     /// multimodal rotary positions.
     Qwen2_5Vl,
+    /// Text-only Qwen3 (`Qwen3ForCausalLM`): the Qwen2 decoder with RMS-normed queries and keys
+    /// and no attention biases.
+    Qwen3,
+    /// Qwen3-VL (`Qwen3VLForConditionalGeneration`): a vision tower with learned, interpolated
+    /// position embeddings whose intermediate features are added into the first decoder layers
+    /// ("deepstack"), and a Qwen3 decoder with interleaved multimodal rotary positions.
+    Qwen3Vl,
 }
 
 impl Architecture {
@@ -24,7 +31,14 @@ impl Architecture {
         match self {
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen2_5Vl => "Qwen2_5_VLForConditionalGeneration",
+            Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Qwen3Vl => "Qwen3VLForConditionalGeneration",
         }
+    }
+
+    /// Whether the family has a vision tower.
+    pub fn is_multimodal(self) -> bool {
+        matches!(self, Self::Qwen2_5Vl | Self::Qwen3Vl)
     }
 }
 
@@ -43,9 +57,30 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
     /// Multimodal rotary sections (t, h, w) in frequency pairs; `None` for 1-D rotary.
     pub mrope_section: Option<Vec<usize>>,
+    /// Qwen3-VL's layout of the sections: frequencies cycle t, h, w (the first `3 * h` and
+    /// `3 * w` of them) instead of contiguous blocks (Qwen2-VL / Qwen2.5-VL).
+    pub mrope_interleaved: bool,
+    /// Biases on the q, k and v projections (Qwen2 family: always; Qwen3: `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Qwen3 with `attention_bias`).
+    pub o_bias: bool,
+    /// RMS norms over each head of the queries and keys before rotary (Qwen3).
+    pub qk_norm: bool,
 }
 
-/// Sizes of the Qwen2.5-VL vision tower.
+/// Activation of the vision MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionAct {
+    /// `silu`: Qwen2.5-VL's gated MLP.
+    Silu,
+    /// `gelu` (exact, erf).
+    GeluErf,
+    /// `gelu_pytorch_tanh` / `gelu_new` (tanh approximation): Qwen3-VL.
+    GeluTanh,
+}
+
+/// Sizes of the vision tower (Qwen2.5-VL or Qwen3-VL; the fields of the other family keep
+/// their defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
     pub depth: usize,
@@ -60,6 +95,14 @@ pub struct VisionConfig {
     pub fullatt_block_indexes: Vec<usize>,
     pub in_channels: usize,
     pub tokens_per_second: f64,
+    pub hidden_act: VisionAct,
+    /// Qwen3-VL: size of the learned position-embedding table (a square grid, interpolated to
+    /// each image's patch grid); `None` for Qwen2.5-VL.
+    pub num_position_embeddings: Option<usize>,
+    /// Qwen3-VL: blocks whose output is merged and added into decoder layers 0, 1, ...
+    pub deepstack_visual_indexes: Vec<usize>,
+    /// Base of the vision tower's 2-D rotary frequencies.
+    pub rope_theta: f64,
 }
 
 impl VisionConfig {
@@ -198,7 +241,9 @@ impl ModelConfig {
 
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
-        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+        if num_attention_heads == 0
+            || (f.find("head_dim").is_none() && hidden_size % num_attention_heads != 0)
+        {
             return Err(f.err(
                 "num_attention_heads",
                 &format!("({num_attention_heads}) must divide hidden_size ({hidden_size})"),
@@ -215,6 +260,7 @@ impl ModelConfig {
         }
         let head_dim = f.usize_or("head_dim", hidden_size / num_attention_heads)?;
         let mrope_section = mrope_section(&f)?;
+        let qwen2_family = matches!(architecture, Architecture::Qwen2 | Architecture::Qwen2_5Vl);
         if let Some(sec) = &mrope_section
             && sec.iter().sum::<usize>() * 2 != head_dim
         {
@@ -250,6 +296,10 @@ impl ModelConfig {
                 None => f.bool_or("tie_word_embeddings", false)?,
             },
             mrope_section,
+            mrope_interleaved: architecture == Architecture::Qwen3Vl,
+            qkv_bias: qwen2_family || f.bool_or("attention_bias", false)?,
+            o_bias: !qwen2_family && f.bool_or("attention_bias", false)?,
+            qk_norm: !qwen2_family,
         };
         if let Some(act) = f.find("hidden_act").and_then(Value::as_str)
             && act != "silu"
@@ -260,22 +310,30 @@ impl ModelConfig {
             ));
         }
 
-        let vision = match architecture {
-            Architecture::Qwen2 => None,
-            Architecture::Qwen2_5Vl => {
-                let v = raw
-                    .get("vision_config")
-                    .filter(|v| v.is_object())
-                    .ok_or_else(|| {
-                        PolicyError::bad_file(path, "field `vision_config` missing (Qwen2.5-VL)")
-                    })?;
-                Some(vision_config(v, path)?)
-            }
+        let vision = if architecture.is_multimodal() {
+            let v = raw
+                .get("vision_config")
+                .filter(|v| v.is_object())
+                .ok_or_else(|| {
+                    PolicyError::bad_file(
+                        path,
+                        format!(
+                            "field `vision_config` missing ({})",
+                            architecture.hf_class()
+                        ),
+                    )
+                })?;
+            Some(vision_config(v, path, architecture)?)
+        } else {
+            None
         };
-        if architecture == Architecture::Qwen2_5Vl && text.mrope_section.is_none() {
+        if architecture.is_multimodal() && text.mrope_section.is_none() {
             return Err(f.err(
                 "rope_scaling.mrope_section",
-                "missing; Qwen2.5-VL needs multimodal rotary sections",
+                &format!(
+                    "missing; {} needs multimodal rotary sections",
+                    architecture.hf_class()
+                ),
             ));
         }
         let top = Fields {
@@ -317,11 +375,15 @@ fn detect_architecture(raw: &Value, path: &Path) -> Result<Architecture> {
     let by_arch = match arch {
         Some("Qwen2ForCausalLM") => Some(Architecture::Qwen2),
         Some("Qwen2_5_VLForConditionalGeneration") => Some(Architecture::Qwen2_5Vl),
+        Some("Qwen3ForCausalLM") => Some(Architecture::Qwen3),
+        Some("Qwen3VLForConditionalGeneration") => Some(Architecture::Qwen3Vl),
         _ => None,
     };
     let by_type = match model_type {
         Some("qwen2") => Some(Architecture::Qwen2),
         Some("qwen2_5_vl") => Some(Architecture::Qwen2_5Vl),
+        Some("qwen3") => Some(Architecture::Qwen3),
+        Some("qwen3_vl") => Some(Architecture::Qwen3Vl),
         _ => None,
     };
     match (by_arch, by_type) {
@@ -354,11 +416,12 @@ fn mrope_section(f: &Fields<'_>) -> Result<Option<Vec<usize>>> {
     Ok(None)
 }
 
-fn vision_config(v: &Value, path: &Path) -> Result<VisionConfig> {
+fn vision_config(v: &Value, path: &Path, architecture: Architecture) -> Result<VisionConfig> {
     let f = Fields {
         path,
         scopes: vec![("vision_config", v)],
     };
+    let qwen3 = architecture == Architecture::Qwen3Vl;
     let hidden_size = f.usize("hidden_size")?;
     let num_heads = f.usize("num_heads")?;
     if num_heads == 0 || hidden_size % num_heads != 0 || (hidden_size / num_heads) % 4 != 0 {
@@ -367,18 +430,36 @@ fn vision_config(v: &Value, path: &Path) -> Result<VisionConfig> {
             &format!("({num_heads}) must divide hidden_size ({hidden_size}) into heads of a multiple of 4"),
         ));
     }
-    if let Some(act) = f.find("hidden_act").and_then(Value::as_str)
-        && act != "silu"
-    {
-        return Err(f.err(
-            "hidden_act",
-            &format!("is {act:?}; only \"silu\" is supported"),
-        ));
-    }
-    let patch_size = f.usize_or("patch_size", 14)?;
+    let act_name = f
+        .find("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or(if qwen3 { "gelu_pytorch_tanh" } else { "silu" });
+    let hidden_act = match (qwen3, act_name) {
+        (_, "silu") => VisionAct::Silu,
+        (true, "gelu") => VisionAct::GeluErf,
+        (true, "gelu_pytorch_tanh" | "gelu_new") => VisionAct::GeluTanh,
+        (false, act) => {
+            return Err(f.err(
+                "hidden_act",
+                &format!("is {act:?}; only \"silu\" is supported for Qwen2.5-VL"),
+            ));
+        }
+        (true, act) => {
+            return Err(f.err(
+                "hidden_act",
+                &format!(
+                    "is {act:?}; supported: \"gelu_pytorch_tanh\", \"gelu_new\", \"gelu\", \"silu\""
+                ),
+            ));
+        }
+    };
+    let patch_size = f.usize_or("patch_size", if qwen3 { 16 } else { 14 })?;
     let spatial_merge_size = f.usize_or("spatial_merge_size", 2)?;
     let window_size = f.usize_or("window_size", 112)?;
-    if patch_size == 0 || spatial_merge_size == 0 || window_size < patch_size * spatial_merge_size {
+    if patch_size == 0
+        || spatial_merge_size == 0
+        || (!qwen3 && window_size < patch_size * spatial_merge_size)
+    {
         return Err(f.err(
             "window_size",
             &format!("({window_size}) must be at least patch_size * spatial_merge_size"),
@@ -392,6 +473,37 @@ fn vision_config(v: &Value, path: &Path) -> Result<VisionConfig> {
             &format!("names block {bad}, but depth is {depth}"),
         ));
     }
+    let (num_position_embeddings, deepstack_visual_indexes) = if qwen3 {
+        let n = f.usize("num_position_embeddings")?;
+        let side = (n as f64).sqrt().round() as usize;
+        if n == 0 || side * side != n {
+            return Err(f.err(
+                "num_position_embeddings",
+                &format!("({n}) must be a square number (a grid of position embeddings)"),
+            ));
+        }
+        let deep = f
+            .usize_list("deepstack_visual_indexes")?
+            .unwrap_or_default();
+        if let Some(&bad) = deep.iter().find(|&&i| i >= depth) {
+            return Err(f.err(
+                "deepstack_visual_indexes",
+                &format!("names block {bad}, but depth is {depth}"),
+            ));
+        }
+        (Some(n), deep)
+    } else {
+        (None, Vec::new())
+    };
+    let rope_theta = match f.find("rope_parameters").and_then(|p| p.get("rope_theta")) {
+        None | Some(Value::Null) => 10_000.0,
+        Some(t) => t.as_f64().ok_or_else(|| {
+            f.err(
+                "rope_parameters.rope_theta",
+                &format!("is {t}, expected a number"),
+            )
+        })?,
+    };
     Ok(VisionConfig {
         depth,
         hidden_size,
@@ -408,5 +520,9 @@ fn vision_config(v: &Value, path: &Path) -> Result<VisionConfig> {
             None => f.usize_or("in_chans", 3)?,
         },
         tokens_per_second: f.f64_or("tokens_per_second", 2.0)?,
+        hidden_act,
+        num_position_embeddings,
+        deepstack_visual_indexes,
+        rope_theta,
     })
 }

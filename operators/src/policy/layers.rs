@@ -37,6 +37,11 @@ impl Linear {
         Self { w, b: None }
     }
 
+    /// A linear map of weight (out, in) and an optional bias (out).
+    pub fn new(w: Tensor, b: Option<Tensor>) -> Self {
+        Self { w, b }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let d_in = dims.last().copied().unwrap_or(0);
@@ -71,6 +76,34 @@ impl RmsNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(kernels::rms_norm(x, &self.w, self.eps)?)
+    }
+}
+
+/// `torch.nn.LayerNorm` with weight and bias over the last dimension, differentiable (composed
+/// ops: candle's fused layer norm has no backward).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`, both of length `dim`.
+    pub fn load(p: &ParamStore, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            w: p.get(&format!("{prefix}.weight"), &[dim])?,
+            b: p.get(&format!("{prefix}.bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
     }
 }
 

@@ -1,4 +1,5 @@
-//! The policy model: Hugging Face checkpoints of Qwen2.5-VL and Qwen2/Qwen2.5 loaded into candle,
+//! The policy model: Hugging Face checkpoints of Qwen2.5-VL, Qwen3-VL, Qwen2/Qwen2.5 and Qwen3
+//! loaded into candle,
 //! scored differentiably, sampled with a KV cache, trained with the PPO objective and saved back.
 //!
 //! - [`config`]: `config.json` (flat Hub layout and transformers-5 nested layout).
@@ -6,8 +7,8 @@
 //! - [`processor`], [`chat`], [`image`], [`resample`]: the input side: tokenizer, chat template
 //!   (minijinja, as transformers renders it), the Qwen2-VL image processor with Pillow-exact
 //!   resizing, image-placeholder expansion.
-//! - [`text`], [`vision`], [`layers`]: the Qwen2 decoder and the Qwen2.5-VL vision tower, written
-//!   with differentiable candle ops only.
+//! - [`text`], [`vision`], [`vision_qwen3`], [`layers`]: the Qwen2 / Qwen3 decoder and the
+//!   Qwen2.5-VL and Qwen3-VL vision towers, written with differentiable candle ops only.
 //! - [`model`]: [`PolicyModel`]: scoring (per-token log-probs, entropy), sampling with a KV
 //!   cache, multimodal rotary positions.
 //! - [`loss`], [`optim`]: the clipped PPO objective with KL penalties; AdamW with global
@@ -31,11 +32,12 @@ mod pyfmt;
 pub mod resample;
 pub mod text;
 pub mod vision;
+pub mod vision_qwen3;
 pub mod weights;
 
 pub use candle_core as candle;
 pub use chat::ChatTemplate;
-pub use config::{Architecture, ModelConfig, TextConfig, VisionConfig};
+pub use config::{Architecture, ModelConfig, TextConfig, VisionAct, VisionConfig};
 pub use error::{PolicyError, Result};
 pub use factory::{
     TinyVlSpec, create_random_checkpoint, padded_vocab_size, read_tokenizer, sft_loss,

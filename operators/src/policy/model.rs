@@ -12,8 +12,9 @@ use super::config::{Architecture, ModelConfig};
 use super::error::{PolicyError, Result};
 use super::image::PixelValues;
 use super::kernels;
-use super::text::{KvCache, Pos3, TextModel, causal_mask};
+use super::text::{Deepstack, KvCache, Pos3, TextModel, causal_mask};
 use super::vision::VisionModel;
+use super::vision_qwen3::Qwen3VisionModel;
 use super::weights::ParamStore;
 
 /// Which parameters get gradients.
@@ -120,13 +121,33 @@ pub struct Generation {
     pub policy_version: u64,
 }
 
+/// The vision tower of a multimodal family.
+#[derive(Debug, Clone)]
+enum Vision {
+    Qwen2_5(VisionModel),
+    Qwen3(Qwen3VisionModel),
+}
+
+impl Vision {
+    /// Image features (image tokens, hidden) and the deepstack features (Qwen3-VL).
+    fn forward(&self, images: &[PixelValues], device: &Device) -> Result<(Tensor, Vec<Tensor>)> {
+        match self {
+            Self::Qwen2_5(v) => Ok((v.forward(images, device)?, Vec::new())),
+            Self::Qwen3(v) => {
+                let f = v.forward(images, device)?;
+                Ok((f.main, f.deepstack))
+            }
+        }
+    }
+}
+
 /// A loaded policy.
 #[derive(Debug, Clone)]
 pub struct PolicyModel {
     config: ModelConfig,
     params: ParamStore,
     text: TextModel,
-    vision: Option<VisionModel>,
+    vision: Option<Vision>,
     version: u64,
 }
 
@@ -144,7 +165,7 @@ impl PolicyModel {
     pub fn from_params(config: ModelConfig, params: ParamStore) -> Result<Self> {
         let text = TextModel::load(&params, &config.text)?;
         let vision = match (&config.architecture, &config.vision) {
-            (Architecture::Qwen2_5Vl, Some(v)) => {
+            (arch, Some(v)) if arch.is_multimodal() => {
                 if v.out_hidden_size != config.text.hidden_size {
                     return Err(PolicyError::bad_file(
                         params.source(),
@@ -154,7 +175,11 @@ impl PolicyModel {
                         ),
                     ));
                 }
-                Some(VisionModel::load(&params, v)?)
+                Some(if *arch == Architecture::Qwen3Vl {
+                    Vision::Qwen3(Qwen3VisionModel::load(&params, v)?)
+                } else {
+                    Vision::Qwen2_5(VisionModel::load(&params, v)?)
+                })
             }
             _ => None,
         };
@@ -251,12 +276,13 @@ impl PolicyModel {
 
     /// `placeholder_end[r]`: image tokens at positions before it are image placeholders; after
     /// it (a response that happens to contain the image token) they are ordinary tokens.
+    /// Returns the embeddings and, for Qwen3-VL with images, the deepstack inputs.
     fn embed_rows(
         &self,
         rows: &[Vec<u32>],
         images: &[&[PixelValues]],
         placeholder_end: &[usize],
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Deepstack>)> {
         let device = self.device().clone();
         let b = rows.len();
         let l = rows.first().map_or(0, Vec::len);
@@ -284,7 +310,7 @@ impl PolicyModel {
             .filter(|&(p, &t)| is_placeholder(p, t))
             .count();
         if all.is_empty() && n_image_tokens == 0 {
-            return Ok(text);
+            return Ok((text, None));
         }
         let Some(vision) = &self.vision else {
             return Err(PolicyError::Input(format!(
@@ -310,7 +336,7 @@ impl PolicyModel {
                 )));
             }
         }
-        let feats = vision.forward(&all, &device)?;
+        let (feats, deep) = vision.forward(&all, &device)?;
         let h = self.config.text.hidden_size;
         let combined = Tensor::cat(&[&text.reshape((b * l, h))?, &feats], 0)?;
         let mut next = (b * l) as u32;
@@ -326,8 +352,25 @@ impl PolicyModel {
                 }
             })
             .collect();
+        let deepstack = if deep.is_empty() {
+            None
+        } else {
+            // 0 for text rows, 1 + k for the k-th image token (row 0 of the padded features).
+            let base = (b * l) as u32;
+            let slots: Vec<u32> = index
+                .iter()
+                .map(|&i| if i >= base { i - base + 1 } else { 0 })
+                .collect();
+            Some(Deepstack {
+                index: Tensor::from_vec(slots, b * l, &device)?,
+                feats: deep,
+            })
+        };
         let index = Tensor::from_vec(index, b * l, &device)?;
-        Ok(combined.index_select(&index, 0)?.reshape((b, l, h))?)
+        Ok((
+            combined.index_select(&index, 0)?.reshape((b, l, h))?,
+            deepstack,
+        ))
     }
 
     /// Per-token log-probs of each sequence's response given its prompt (and images), as one
@@ -375,10 +418,12 @@ impl PolicyModel {
         }
         let images: Vec<&[PixelValues]> = batch.iter().map(|s| s.images).collect();
         let ends: Vec<usize> = batch.iter().map(|s| s.prompt_len).collect();
-        let x = self.embed_rows(&rows, &images, &ends)?;
+        let (x, deepstack) = self.embed_rows(&rows, &images, &ends)?;
         let rope = self.text.rope_tables(&positions)?;
         let mask = causal_mask(&valid, l);
-        let h = self.text.forward(&x, &rope, Some(&mask), None)?;
+        let h = self
+            .text
+            .forward(&x, &rope, Some(&mask), None, deepstack.as_ref())?;
         let b = batch.len();
         let t = lengths.iter().copied().max().unwrap_or(0);
         let mut gather = Vec::with_capacity(b * t);
@@ -469,13 +514,13 @@ impl PolicyModel {
             next_pos.push(next);
         }
         let images: Vec<&[PixelValues]> = prompts.iter().map(|(_, i)| *i).collect();
-        let x = self.embed_rows(&rows, &images, &vec![lp; b])?;
+        let (x, deepstack) = self.embed_rows(&rows, &images, &vec![lp; b])?;
         let rope = self.text.rope_tables(&positions)?;
         let mask = causal_mask(&valid, lp);
         let mut cache = KvCache::default();
         let h = self
             .text
-            .forward(&x, &rope, Some(&mask), Some(&mut cache))?;
+            .forward(&x, &rope, Some(&mask), Some(&mut cache), deepstack.as_ref())?;
         let mut logits = self.text.logits(&h.narrow(1, lp - 1, 1)?.squeeze(1)?)?;
         let mut out: Vec<Generation> = (0..b)
             .map(|_| Generation {
@@ -522,7 +567,7 @@ impl PolicyModel {
             let mask = causal_mask(&valid, 1);
             let h = self
                 .text
-                .forward(&x, &rope, Some(&mask), Some(&mut cache))?;
+                .forward(&x, &rope, Some(&mask), Some(&mut cache), None)?;
             logits = self.text.logits(&h.squeeze(1)?)?;
         }
         Ok(out)

@@ -283,7 +283,8 @@ impl Processor {
         };
         if !images.is_empty() && vision.is_none() {
             return Err(PolicyError::Input(format!(
-                "{} images given but the checkpoint in {} was loaded without a vision config",
+                "{} image(s) given but the checkpoint in {} is text-only (no vision_config); use \
+                 a vision-language checkpoint (Qwen2.5-VL, Qwen3-VL) or a dataset without images",
                 images.len(),
                 self.dir.display()
             )));

@@ -1,10 +1,12 @@
-//! The Qwen2 decoder shared by Qwen2/Qwen2.5 and Qwen2.5-VL: token embedding, pre-norm blocks of
-//! grouped-query attention with q/k/v biases and a gated SiLU MLP, final norm, LM head.
+//! The decoder shared by Qwen2/Qwen2.5, Qwen2.5-VL, Qwen3 and Qwen3-VL: token embedding, pre-norm
+//! blocks of grouped-query attention and a gated SiLU MLP, final norm, LM head. The families
+//! differ only in options: q/k/v biases (Qwen2), per-head RMS norms of queries and keys (Qwen3),
+//! the layout of the multimodal rotary sections ([`RopeStyle`]), and Qwen3-VL's deepstack
+//! ([`Deepstack`]: vision features added to the hidden states of image tokens after the first
+//! layers).
 //!
 //! Positions are always three axes (temporal, height, width). Text-only models and text tokens use
-//! the same value on every axis, which makes multimodal rotary identical to plain 1-D rotary; a
-//! later architecture (Qwen3-VL: interleaved sections, q/k norms) plugs in through [`RopeStyle`]
-//! and [`TextModel`]'s options instead of a copy of the decoder.
+//! the same value on every axis, which makes multimodal rotary identical to plain 1-D rotary.
 
 use candle_core::{D, Tensor};
 
@@ -26,6 +28,51 @@ pub enum RopeStyle {
     Plain,
     /// Qwen2-VL / Qwen2.5-VL: contiguous sections of frequencies for t, h, w.
     Sections(Vec<usize>),
+    /// Qwen3-VL: frequency `f` reads h when `f % 3 == 1` and `f < 3 * sections[1]`, w when
+    /// `f % 3 == 2` and `f < 3 * sections[2]`, t otherwise.
+    Interleaved(Vec<usize>),
+}
+
+impl RopeStyle {
+    /// The position axis (0 = t, 1 = h, 2 = w) each of `half` frequencies reads.
+    pub fn axes(&self, half: usize) -> Vec<usize> {
+        let mut axis = vec![0usize; half];
+        match self {
+            Self::Plain => {}
+            Self::Sections(sec) => {
+                let mut f = 0;
+                for (a, &n) in sec.iter().enumerate() {
+                    for _ in 0..n {
+                        if f < half {
+                            axis[f] = a.min(2);
+                        }
+                        f += 1;
+                    }
+                }
+            }
+            Self::Interleaved(sec) => {
+                // Axis a (1 = h, 2 = w) takes frequencies a, a + 3, ... below 3 * sec[a].
+                for a in [1usize, 2] {
+                    let end = sec.get(a).map_or(0, |n| 3 * n).min(half);
+                    for f in (a..end).step_by(3) {
+                        axis[f] = a;
+                    }
+                }
+            }
+        }
+        axis
+    }
+}
+
+/// Qwen3-VL deepstack inputs of one forward pass: after decoder layer `i`, row `r` of the
+/// flattened (batch * len) hidden states gets `feats[i][index[r] - 1]` added when `index[r] > 0`
+/// (the image tokens, in order).
+#[derive(Debug, Clone)]
+pub struct Deepstack {
+    /// (batch * len) u32: 0 for text positions, 1 + k for the k-th image token.
+    pub index: Tensor,
+    /// One (image tokens, hidden) tensor per layer it feeds, from layer 0 on.
+    pub feats: Vec<Tensor>,
 }
 
 /// Rotary tables for a batch: cos and sin rows of head_dim values per (batch, position).
@@ -58,6 +105,8 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -89,6 +138,13 @@ impl TextModel {
         let h = cfg.hidden_size;
         let hd = cfg.head_dim;
         let embed = p.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let norm = |name: &str| -> Result<Option<RmsNorm>> {
+            if cfg.qk_norm {
+                Ok(Some(RmsNorm::load(p, name, hd, cfg.rms_norm_eps)?))
+            } else {
+                Ok(None)
+            }
+        };
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let pre = format!("model.layers.{i}");
@@ -105,29 +161,31 @@ impl TextModel {
                         &format!("{pre}.self_attn.q_proj"),
                         h,
                         cfg.num_attention_heads * hd,
-                        true,
+                        cfg.qkv_bias,
                     )?,
                     k: Linear::load(
                         p,
                         &format!("{pre}.self_attn.k_proj"),
                         h,
                         cfg.num_key_value_heads * hd,
-                        true,
+                        cfg.qkv_bias,
                     )?,
                     v: Linear::load(
                         p,
                         &format!("{pre}.self_attn.v_proj"),
                         h,
                         cfg.num_key_value_heads * hd,
-                        true,
+                        cfg.qkv_bias,
                     )?,
                     o: Linear::load(
                         p,
                         &format!("{pre}.self_attn.o_proj"),
                         cfg.num_attention_heads * hd,
                         h,
-                        false,
+                        cfg.o_bias,
                     )?,
+                    q_norm: norm(&format!("{pre}.self_attn.q_norm.weight"))?,
+                    k_norm: norm(&format!("{pre}.self_attn.k_norm.weight"))?,
                     heads: cfg.num_attention_heads,
                     kv_heads: cfg.num_key_value_heads,
                     head_dim: hd,
@@ -148,6 +206,7 @@ impl TextModel {
             Linear::load(p, "lm_head", h, cfg.vocab_size, false)?
         };
         let rope = match &cfg.mrope_section {
+            Some(s) if cfg.mrope_interleaved => RopeStyle::Interleaved(s.clone()),
             Some(s) => RopeStyle::Sections(s.clone()),
             None => RopeStyle::Plain,
         };
@@ -185,19 +244,7 @@ impl TextModel {
         let l = positions.first().map_or(0, Vec::len);
         let hd = self.cfg.head_dim;
         let half = hd / 2;
-        // Which axis each frequency reads.
-        let mut axis = vec![0usize; half];
-        if let RopeStyle::Sections(sec) = &self.rope {
-            let mut f = 0;
-            for (a, &n) in sec.iter().enumerate() {
-                for _ in 0..n {
-                    if f < half {
-                        axis[f] = a.min(2);
-                    }
-                    f += 1;
-                }
-            }
-        }
+        let axis = self.rope.axes(half);
         let mut cos = Vec::with_capacity(b * l * hd);
         let mut sin = Vec::with_capacity(b * l * hd);
         for row in positions {
@@ -228,15 +275,23 @@ impl TextModel {
 
     /// Runs the blocks and the final norm over embeddings `x` (batch, len, hidden). `mask` is
     /// additive, broadcastable to (batch, heads, len, cached + len). With a cache, keys and
-    /// values are appended to it.
+    /// values are appended to it. `deepstack` adds vision features after the first layers.
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &RopeTables,
         mask: Option<&AttnMask>,
         mut cache: Option<&mut KvCache>,
+        deepstack: Option<&Deepstack>,
     ) -> Result<Tensor> {
         let mut h = x.clone();
+        let (b, l, hidden) = x.dims3()?;
+        let zero = match deepstack {
+            Some(d) if !d.feats.is_empty() => {
+                Some(Tensor::zeros((1, hidden), x.dtype(), x.device())?)
+            }
+            _ => None,
+        };
         if let Some(c) = cache.as_deref_mut()
             && c.layers.len() != self.blocks.len()
         {
@@ -248,6 +303,14 @@ impl TextModel {
             h = (h + a)?;
             let m = blk.mlp.forward(&blk.ln2.forward(&h)?)?;
             h = (h + m)?;
+            if let (Some(d), Some(zero)) = (deepstack, &zero)
+                && let Some(f) = d.feats.get(i)
+            {
+                let add = Tensor::cat(&[zero, &f.to_dtype(h.dtype())?], 0)?
+                    .index_select(&d.index, 0)?
+                    .reshape((b, l, hidden))?;
+                h = (h + add)?;
+            }
         }
         self.norm.forward(&h)
     }
@@ -268,14 +331,24 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let hd = self.head_dim;
-        // Rotary on (batch, len, heads, head_dim), then heads first.
-        let q =
-            rope(&self.q.forward(x)?.reshape((b, l, self.heads, hd))?, rope_t)?.transpose(1, 2)?;
-        let k = rope(
-            &self.k.forward(x)?.reshape((b, l, self.kv_heads, hd))?,
-            rope_t,
-        )?
-        .transpose(1, 2)?;
+        // (Qwen3: per-head RMS norm, then) rotary on (batch, len, heads, head_dim), then heads
+        // first.
+        let normed = |t: Tensor, n: &Option<RmsNorm>| -> Result<Tensor> {
+            match n {
+                Some(n) => n.forward(&t),
+                None => Ok(t),
+            }
+        };
+        let q = normed(
+            self.q.forward(x)?.reshape((b, l, self.heads, hd))?,
+            &self.q_norm,
+        )?;
+        let q = rope(&q, rope_t)?.transpose(1, 2)?;
+        let k = normed(
+            self.k.forward(x)?.reshape((b, l, self.kv_heads, hd))?,
+            &self.k_norm,
+        )?;
+        let k = rope(&k, rope_t)?.transpose(1, 2)?;
         let v = self
             .v
             .forward(x)?

@@ -192,45 +192,12 @@ impl VisionModel {
 
     /// 2-D rotary tables (patches, head_dim) in window order.
     fn rotary(&self, grids: &[[usize; 3]], order: &[u32]) -> RopeTable {
-        let ms = self.cfg.spatial_merge_size;
-        let q = self.inv_freq.len();
-        let hd = 4 * q;
-        let mut pos: Vec<(usize, usize)> = Vec::new();
-        for &[t, h, w] in grids {
-            for _ in 0..t {
-                for bh in 0..h / ms {
-                    for bw in 0..w / ms {
-                        for ih in 0..ms {
-                            for iw in 0..ms {
-                                pos.push((bh * ms + ih, bw * ms + iw));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let mut cos = Vec::with_capacity(order.len() * hd);
-        let mut sin = Vec::with_capacity(order.len() * hd);
-        for &o in order {
-            let (ph, pw) = pos[o as usize];
-            let start = cos.len();
-            for &p in &[ph, pw] {
-                for &f in &self.inv_freq {
-                    let ang = p as f32 * f;
-                    cos.push(ang.cos());
-                    sin.push(ang.sin());
-                }
-            }
-            cos.extend_from_within(start..start + 2 * q);
-            sin.extend_from_within(start..start + 2 * q);
-        }
-        RopeTable {
-            batch: 1,
-            len: order.len(),
-            dim: hd,
-            cos: Arc::new(cos),
-            sin: Arc::new(sin),
-        }
+        rotary_table(
+            grids,
+            self.cfg.spatial_merge_size,
+            &self.inv_freq,
+            Some(order),
+        )
     }
 
     fn attn(&self, blk: &Block, x: &Tensor, table: &RopeTable, cu: &[usize]) -> Result<Tensor> {
@@ -248,12 +215,68 @@ impl VisionModel {
     }
 }
 
+/// The 2-D rotary table of the vision towers, (patches, head_dim) with head_dim = 4 *
+/// `inv_freq.len()`: patch (row, col) gets angles `[row * f.., col * f..]`, twice (HF's
+/// `rot_pos_emb` then `cat(emb, emb)`). Patches are in the processor's merge-block order
+/// (frame, block row, block col, row in block, col in block), permuted by `order` if given.
+pub(crate) fn rotary_table(
+    grids: &[[usize; 3]],
+    ms: usize,
+    inv_freq: &[f32],
+    order: Option<&[u32]>,
+) -> RopeTable {
+    let q = inv_freq.len();
+    let hd = 4 * q;
+    let mut pos: Vec<(usize, usize)> = Vec::new();
+    for &[t, h, w] in grids {
+        for _ in 0..t {
+            for bh in 0..h / ms {
+                for bw in 0..w / ms {
+                    for ih in 0..ms {
+                        for iw in 0..ms {
+                            pos.push((bh * ms + ih, bw * ms + iw));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let n = order.map_or(pos.len(), <[u32]>::len);
+    let mut cos = Vec::with_capacity(n * hd);
+    let mut sin = Vec::with_capacity(n * hd);
+    for i in 0..n {
+        let (ph, pw) = pos[order.map_or(i, |o| o[i] as usize)];
+        let start = cos.len();
+        for &p in &[ph, pw] {
+            for &f in inv_freq {
+                let ang = p as f32 * f;
+                cos.push(ang.cos());
+                sin.push(ang.sin());
+            }
+        }
+        cos.extend_from_within(start..start + 2 * q);
+        sin.extend_from_within(start..start + 2 * q);
+    }
+    RopeTable {
+        batch: 1,
+        len: n,
+        dim: hd,
+        cos: Arc::new(cos),
+        sin: Arc::new(sin),
+    }
+}
+
 /// Attention restricted to segments `cu` (offsets into the rows of q/k/v, (n, heads, head_dim)),
 /// computed as one batch: segments are gathered into (segments, heads, max_len, head_dim), pad
 /// keys masked out, and the valid rows gathered back. A handful of ops whatever the number of
 /// windows (a loop over windows costs a dozen ops per window, and a full-size zero tensor per
 /// window in the backward pass of each slice).
-fn segmented_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize]) -> Result<Tensor> {
+pub(crate) fn segmented_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu: &[usize],
+) -> Result<Tensor> {
     let (n, heads, hd) = q.dims3()?;
     let lens: Vec<usize> = cu.windows(2).map(|w| w[1] - w[0]).collect();
     let segs = lens.len();
@@ -321,6 +344,10 @@ mod tests {
             fullatt_block_indexes: vec![],
             in_channels: 3,
             tokens_per_second: 2.0,
+            hidden_act: crate::policy::config::VisionAct::Silu,
+            num_position_embeddings: None,
+            deepstack_visual_indexes: vec![],
+            rope_theta: 10_000.0,
         }
     }
 
