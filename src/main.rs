@@ -130,6 +130,14 @@ struct LogprobsCmd {
     /// Image file for the question; repeat for several (they precede the question).
     #[arg(long = "image")]
     images: Vec<PathBuf>,
+    /// A video for the question (Qwen2.5-VL): a directory of frame images, taken in file-name
+    /// order, or a comma-separated list of frame files; repeat for several (after the images).
+    #[arg(long = "video", value_name = "DIR|FRAME,FRAME,...")]
+    videos: Vec<String>,
+    /// Frames per second the video frames were sampled at, for the temporal positions
+    /// (transformers assumes 24 for frames given without it).
+    #[arg(long)]
+    video_fps: Option<f64>,
     /// The user's question; the chat template with the generation prompt wraps it.
     #[arg(long)]
     question: String,
@@ -150,6 +158,14 @@ struct GenerateCmd {
     /// Image file for the question; repeat for several (they precede the question).
     #[arg(long = "image")]
     images: Vec<PathBuf>,
+    /// A video for the question (Qwen2.5-VL): a directory of frame images, taken in file-name
+    /// order, or a comma-separated list of frame files; repeat for several (after the images).
+    #[arg(long = "video", value_name = "DIR|FRAME,FRAME,...")]
+    videos: Vec<String>,
+    /// Frames per second the video frames were sampled at, for the temporal positions
+    /// (transformers assumes 24 for frames given without it).
+    #[arg(long)]
+    video_fps: Option<f64>,
     /// The user's question.
     #[arg(long)]
     question: String,
@@ -352,7 +368,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let images = load_images(&cmd.images)?;
             let mut policy = load_policy(&cmd.model)?;
             policy.processor.set_image_backend(cmd.image_backend);
-            let r = policy.log_probs(&cmd.question, &images, &cmd.response)?;
+            let videos = load_videos(&cmd.videos, cmd.video_fps)?;
+            let prompt = policy.prompt_with_videos(&cmd.question, &images, &videos)?;
+            let r = policy.log_probs_of_prompt(&prompt, &cmd.response)?;
             let out = serde_json::json!({
                 "tokens": r.tokens,
                 "token_ids": r.token_ids,
@@ -413,7 +431,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_new_tokens: cmd.max_new_tokens,
                 stop: Vec::new(),
             };
-            let responses = policy.generate(&cmd.question, &images, cmd.n, &params, cmd.seed)?;
+            let videos = load_videos(&cmd.videos, cmd.video_fps)?;
+            let prompt = policy.prompt_with_videos(&cmd.question, &images, &videos)?;
+            let responses = policy.generate_from_prompt(&prompt, cmd.n, &params, cmd.seed)?;
             let mut lines = Vec::new();
             for (i, r) in responses.iter().enumerate() {
                 let finish = if r.generation.stopped {
@@ -452,6 +472,55 @@ fn load_images(paths: &[PathBuf]) -> anyhow::Result<Vec<image::DynamicImage>> {
         .iter()
         .map(|p| load_image(p).map_err(anyhow::Error::from))
         .collect()
+}
+
+/// `--video` arguments: a directory of frames (image files in name order) or a comma-separated
+/// list of frame files.
+fn load_videos(
+    specs: &[String],
+    fps: Option<f64>,
+) -> anyhow::Result<Vec<shareflow::operators::policy::Video>> {
+    const FRAME_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "webp", "bmp", "gif"];
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let dir = std::path::Path::new(spec);
+        let paths: Vec<PathBuf> = if dir.is_dir() {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(dir)
+                .map_err(|e| anyhow::anyhow!("--video {spec}: cannot read the directory: {e}"))?
+            {
+                let path = entry
+                    .map_err(|e| anyhow::anyhow!("--video {spec}: {e}"))?
+                    .path();
+                let ext = path
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if path.is_file() && FRAME_EXTENSIONS.contains(&ext.as_str()) {
+                    files.push(path);
+                }
+            }
+            files.sort();
+            files
+        } else {
+            spec.split(',')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        };
+        if paths.is_empty() {
+            anyhow::bail!(
+                "--video {spec}: no frames (give a directory of {} files or a comma-separated \
+                 list of frame files)",
+                FRAME_EXTENSIONS.join("/")
+            );
+        }
+        out.push(shareflow::operators::policy::Video {
+            frames: load_images(&paths)?,
+            fps,
+        });
+    }
+    Ok(out)
 }
 
 fn load_policy(dir: &std::path::Path) -> anyhow::Result<Policy> {

@@ -434,3 +434,94 @@ fn qwen3_logprobs_and_generate_match_transformers() {
         assert_eq!(got["token_ids"], want["tokens"], "{}", want["case"]);
     }
 }
+
+/// Video input (`tests/golden/policy/video/`, made by `make_video_golden.py`): each case's frame
+/// directory through `--video` / `--video-fps`, scored and greedily continued like transformers.
+#[test]
+fn video_logprobs_and_generate_match_transformers() {
+    let g = read("video/golden.json");
+    let model = path(golden().join("tiny-qwen2_5_vl"));
+    let cases = g["cases"].as_array().expect("cases");
+    let args_of = |c: &Value, cmd: &str| {
+        let mut args = vec![cmd.to_string(), "--model".into(), model.clone()];
+        for img in c["images"].as_array().expect("images") {
+            args.push("--image".into());
+            args.push(path(golden().join(img.as_str().expect("image"))));
+        }
+        for v in c["videos"].as_array().expect("videos") {
+            args.push("--video".into());
+            let name = v["name"].as_str().expect("video name");
+            args.push(path(golden().join("video/frames").join(name)));
+            if let Some(fps) = v["fps"].as_f64() {
+                args.push("--video-fps".into());
+                args.push(fps.to_string());
+            }
+        }
+        args.push("--question".into());
+        args.push(c["question"].as_str().expect("question").into());
+        args
+    };
+    for c in cases {
+        let mut args = args_of(c, "logprobs");
+        args.push("--response".into());
+        args.push(c["response"].as_str().expect("response").into());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = run(&argv);
+        assert!(ok, "{}: {err}", c["name"]);
+        let got: Value = serde_json::from_str(out.trim()).expect("JSON output");
+        assert_eq!(got["token_ids"], c["response_ids"], "{}", c["name"]);
+        let got = got["logprobs"].as_array().expect("logprobs");
+        let want = c["logprobs"].as_array().expect("golden");
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(want) {
+            let (a, b) = (a.as_f64().expect("f64"), b.as_f64().expect("f64"));
+            assert!((a - b).abs() <= 1e-4, "{}: {a} vs {b}", c["name"]);
+        }
+    }
+    for want in g["greedy"].as_array().expect("greedy") {
+        let c = cases
+            .iter()
+            .find(|c| c["name"] == want["case"])
+            .expect("case");
+        let mut args = args_of(c, "generate");
+        let n = want["max_new_tokens"].as_u64().expect("n").to_string();
+        for a in ["--temperature", "0", "--max-new-tokens", &n, "--json"] {
+            args.push(a.into());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = run(&argv);
+        assert!(ok, "{err}");
+        let got: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!(got["token_ids"], want["tokens"], "{}", want["case"]);
+    }
+    // Not a video: a clear error naming the flag.
+    let empty = temp_dir("video-empty");
+    let (ok, _, err) = run(&[
+        "logprobs",
+        "--model",
+        &model,
+        "--video",
+        &path(empty.clone()),
+        "--question",
+        "q",
+        "--response",
+        "r",
+    ]);
+    assert!(
+        !ok && err.contains("--video") && err.contains("no frames"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "logprobs",
+        "--model",
+        &path(golden().join("qwen3/tiny-qwen3_vl")),
+        "--video",
+        &path(golden().join("video/frames/v4_tall")),
+        "--question",
+        "q",
+        "--response",
+        "r",
+    ]);
+    assert!(!ok && err.contains("Qwen2.5-VL only"), "{err}");
+    let _ = std::fs::remove_dir_all(&empty);
+}

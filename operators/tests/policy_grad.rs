@@ -31,6 +31,7 @@ fn image() -> Result<PixelValues, Box<dyn std::error::Error>> {
     Ok(PixelValues {
         data: all["sq56.png"].flatten_all()?.to_vec1()?,
         grid_thw: [grid[0] as usize, grid[1] as usize, grid[2] as usize],
+        second_per_grid_t: None,
     })
 }
 

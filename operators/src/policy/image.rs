@@ -79,6 +79,10 @@ pub struct PixelValues {
     pub data: Vec<f32>,
     /// `[grid_t, grid_h, grid_w]`, HF's `image_grid_thw` row: patches in time, height, width.
     pub grid_thw: [usize; 3],
+    /// `None` for an image. For a video, HF's `second_per_grid_ts` entry: seconds per temporal
+    /// patch (`temporal_patch_size / fps`); it spaces the temporal rotary positions, and the video
+    /// fills `<|video_pad|>` placeholders instead of `<|image_pad|>` ones.
+    pub second_per_grid_t: Option<f32>,
 }
 
 impl PixelValues {
@@ -113,22 +117,29 @@ impl PixelValues {
 }
 
 /// Reads pixel values stored as safetensors (tensor `NAME` of shape (patches, patch_dim) and
-/// `NAME.image_grid_thw` of shape (3)), as the policy fixtures store HF processor outputs.
-/// Keys are the tensor names.
+/// `NAME.image_grid_thw` of shape (3)), as the policy fixtures store HF processor outputs; videos
+/// (`NAME.video_grid_thw`) come with `second_per_grid_t` = `Some(0.0)` (the file does not hold it:
+/// set it from the processor's `second_per_grid_ts`). Keys
+/// are the tensor names.
 pub fn load_pixel_values(path: &Path) -> Result<std::collections::HashMap<String, PixelValues>> {
     let all = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
         crate::policy::PolicyError::bad_file(path, format!("not a readable safetensors file: {e}"))
     })?;
     let mut out = std::collections::HashMap::new();
     for (name, t) in &all {
-        let Some(grid) = all.get(&format!("{name}.image_grid_thw")) else {
-            continue;
+        let (grid, video) = match (
+            all.get(&format!("{name}.image_grid_thw")),
+            all.get(&format!("{name}.video_grid_thw")),
+        ) {
+            (Some(g), _) => (g, false),
+            (None, Some(g)) => (g, true),
+            (None, None) => continue,
         };
         let g: Vec<i64> = grid.to_dtype(candle_core::DType::I64)?.to_vec1()?;
         let [gt, gh, gw] = g.as_slice() else {
             return Err(crate::policy::PolicyError::bad_file(
                 path,
-                format!("`{name}.image_grid_thw` must hold 3 values"),
+                format!("the grid of `{name}` must hold 3 values"),
             ));
         };
         let dim = |v: i64| usize::try_from(v).unwrap_or(0);
@@ -140,6 +151,7 @@ pub fn load_pixel_values(path: &Path) -> Result<std::collections::HashMap<String
                     .to_dtype(candle_core::DType::F32)?
                     .to_vec1()?,
                 grid_thw: [dim(*gt), dim(*gh), dim(*gw)],
+                second_per_grid_t: video.then_some(0.0),
             },
         );
     }
@@ -363,7 +375,82 @@ impl ImageProcessor {
             }
             rgb
         };
-        Ok(self.patchify(&rgb))
+        Ok(self.patchify(std::slice::from_ref(&rgb)))
+    }
+
+    /// The frames of one video, as transformers' `Qwen2VLVideoProcessor` (torchvision backend,
+    /// frames given as images, `do_sample_frames` false) makes them: every frame resized to the
+    /// size `smart_resize` gives the first frame (all frames must have one size), rescaled and
+    /// normalised, the last frame repeated up to a multiple of `temporal_patch_size`, and
+    /// consecutive frames stacked into temporal patches. `fps` is the rate the frames were
+    /// sampled at; without it transformers assumes 24 (`VideoMetadata.sampled_fps`).
+    pub fn preprocess_video(
+        &self,
+        frames: &[DynamicImage],
+        fps: Option<f64>,
+    ) -> Result<PixelValues> {
+        let Some(first) = frames.first() else {
+            return Err(PolicyError::Input(
+                "a video needs at least one frame".into(),
+            ));
+        };
+        let fps = fps.unwrap_or(24.0);
+        if !(fps.is_finite() && fps > 0.0) {
+            return Err(PolicyError::Input(format!(
+                "video fps must be a positive number, got {fps}"
+            )));
+        }
+        let (w0, h0) = (first.width(), first.height());
+        let (rh, rw) = if self.do_resize {
+            self.smart_resize(h0 as usize, w0 as usize)?
+        } else {
+            (h0 as usize, w0 as usize)
+        };
+        let factor = self.patch_size * self.merge_size;
+        if rh % factor != 0 || rw % factor != 0 || rh == 0 || rw == 0 {
+            return Err(PolicyError::Input(format!(
+                "video frames of {w0}x{h0} pixels: with do_resize false both sides must be \
+                 positive multiples of patch_size * merge_size = {factor}"
+            )));
+        }
+        let mut rgb = Vec::with_capacity(frames.len());
+        for (i, f) in frames.iter().enumerate() {
+            if (f.width(), f.height()) != (w0, h0) {
+                return Err(PolicyError::Input(format!(
+                    "video frame {i} is {}x{} pixels but frame 0 is {w0}x{h0}; all frames of a \
+                     video must have one size",
+                    f.width(),
+                    f.height()
+                )));
+            }
+            let frame = convert_to_rgb(f);
+            rgb.push(if self.do_resize {
+                resize_rgb_torchvision(&frame, rw as u32, rh as u32, self.resample).ok_or_else(
+                    || {
+                        PolicyError::Input(format!(
+                            "preprocessor_config.json `resample` {:?} is not reproduced for \
+                             videos (transformers' video processor is torchvision-only; bicubic \
+                             and bilinear are reproduced)",
+                            self.resample
+                        ))
+                    },
+                )?
+            } else {
+                frame
+            });
+        }
+        let t = self.temporal_patch_size;
+        while rgb.len() % t != 0 {
+            let last = rgb[rgb.len() - 1].clone();
+            rgb.push(last);
+        }
+        let video = Self {
+            backend: ImageBackend::Torchvision,
+            ..self.clone()
+        };
+        let mut pv = video.patchify(&rgb);
+        pv.second_per_grid_t = Some((t as f64 / fps) as f32);
+        Ok(pv)
     }
 
     /// The value of one `u8` sample after rescale and normalise, for channel `c`.
@@ -401,28 +488,36 @@ impl ImageProcessor {
         }
     }
 
-    /// HF's patch layout of one (already resized) frame, repeated `temporal_patch_size` times.
-    fn patchify(&self, rgb: &RgbImage) -> PixelValues {
+    /// HF's patch layout of (already resized) frames: one frame is repeated
+    /// `temporal_patch_size` times (an image); otherwise every `temporal_patch_size` consecutive
+    /// frames make one temporal patch (a video; the count must be a multiple).
+    fn patchify(&self, frames: &[RgbImage]) -> PixelValues {
         let (p, m, t) = (self.patch_size, self.merge_size, self.temporal_patch_size);
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let (w, h) = (frames[0].width() as usize, frames[0].height() as usize);
         let (gh, gw) = (h / p, w / p);
+        let image = frames.len() == 1;
+        let gt = if image { 1 } else { frames.len() / t };
         // per-channel lookup of the 256 possible values
         let lut: Vec<[f32; 256]> = (0..3)
             .map(|c| std::array::from_fn(|v| self.value(v as u8, c)))
             .collect();
-        let raw = rgb.as_raw();
         let patch_dim = 3 * t * p * p;
-        let mut data = Vec::with_capacity(gh * gw * patch_dim);
-        for bh in 0..gh / m {
-            for bw in 0..gw / m {
-                for mh in 0..m {
-                    for mw in 0..m {
-                        let (y0, x0) = ((bh * m + mh) * p, (bw * m + mw) * p);
-                        for (c, lut) in lut.iter().enumerate() {
-                            for _ in 0..t {
-                                for py in 0..p {
-                                    let row = ((y0 + py) * w + x0) * 3 + c;
-                                    data.extend((0..p).map(|px| lut[raw[row + px * 3] as usize]));
+        let mut data = Vec::with_capacity(gt * gh * gw * patch_dim);
+        for tt in 0..gt {
+            for bh in 0..gh / m {
+                for bw in 0..gw / m {
+                    for mh in 0..m {
+                        for mw in 0..m {
+                            let (y0, x0) = ((bh * m + mh) * p, (bw * m + mw) * p);
+                            for (c, lut) in lut.iter().enumerate() {
+                                for k in 0..t {
+                                    let raw = frames[if image { 0 } else { tt * t + k }].as_raw();
+                                    for py in 0..p {
+                                        let row = ((y0 + py) * w + x0) * 3 + c;
+                                        data.extend(
+                                            (0..p).map(|px| lut[raw[row + px * 3] as usize]),
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -432,7 +527,8 @@ impl ImageProcessor {
         }
         PixelValues {
             data,
-            grid_thw: [1, gh, gw],
+            grid_thw: [gt, gh, gw],
+            second_per_grid_t: None,
         }
     }
 }
@@ -536,7 +632,7 @@ mod tests {
         let img = RgbImage::from_fn(56, 28, |x, y| {
             image::Rgb([(y * 4 + x / 14) as u8, x as u8, (y + 100) as u8])
         });
-        let pv = p.patchify(&img);
+        let pv = p.patchify(std::slice::from_ref(&img));
         assert_eq!(pv.grid_thw, [1, 2, 4]);
         assert_eq!(pv.patch_dim(), 3 * 2 * 14 * 14);
         // row r = ((bh * (gw/m) + bw) * m + mh) * m + mw; col = ((c * t + ti) * p + py) * p + px

@@ -54,6 +54,6 @@ pub use optim::{
     GradAccumulator, LrDecay, LrSchedule, OptimConfig, OptimState, Optimizer, StepStats, VarState,
 };
 pub use pretrained::{Policy, Response, ResponseLogProbs, load_image};
-pub use processor::{Processor, Prompt};
+pub use processor::{Processor, Prompt, Video};
 pub use resample::{Filter, PassOrder, fit_pixels};
 pub use weights::ParamStore;

@@ -259,12 +259,27 @@ impl PolicyModel {
         std::fs::rename(&tmp, out_dir).map_err(|e| PolicyError::io(out_dir, e))
     }
 
-    /// Multimodal rotary positions of one sequence (HF `get_rope_index` for images): text tokens
-    /// count up on all three axes; an image's tokens get (0, row, col) offset by the position
-    /// after the preceding text; the text after an image continues from the largest position + 1.
-    /// Returns the positions and the next free position.
+    /// Multimodal rotary positions of one sequence (HF `get_rope_index`): text tokens count up
+    /// on all three axes; an image's tokens get (0, row, col) offset by the position after the
+    /// preceding text, a video's (scaled frame time, row, col); the text after either continues
+    /// from that position + max(rows, cols). `images` holds the images and videos in prompt
+    /// order. Returns the positions and the next free position.
     pub fn rope_index(&self, ids: &[u32], images: &[PixelValues]) -> Result<(Vec<Pos3>, i64)> {
-        rope_index(ids, images, self.config.image_token_id, self.merge_size())
+        visual_rope_index(ids, ids.len(), images, &self.visual_tokens())
+    }
+
+    /// The image / video placeholder tokens of this checkpoint.
+    pub fn visual_tokens(&self) -> VisualTokens {
+        VisualTokens {
+            image: self.config.image_token_id,
+            video: self.config.video_token_id,
+            merge: self.merge_size(),
+            tokens_per_second: self
+                .config
+                .vision
+                .as_ref()
+                .map_or(0.0, |v| v.tokens_per_second),
+        }
     }
 
     fn merge_size(&self) -> usize {
@@ -301,9 +316,10 @@ impl PolicyModel {
         let ids = Tensor::from_vec(flat.clone(), (b, l), &device)?;
         let text = self.text.embed(&ids)?;
         let all: Vec<PixelValues> = images.iter().flat_map(|x| x.iter().cloned()).collect();
-        let image_tok = self.config.image_token_id;
-        let is_placeholder =
-            |p: usize, t: u32| Some(t) == image_tok && p % l.max(1) < placeholder_end[p / l.max(1)];
+        let tokens = self.visual_tokens();
+        let is_placeholder = |p: usize, t: u32| {
+            tokens.is_placeholder(t) && p % l.max(1) < placeholder_end[p / l.max(1)]
+        };
         let n_image_tokens = flat
             .iter()
             .enumerate()
@@ -318,6 +334,15 @@ impl PolicyModel {
                 self.config.architecture.hf_class()
             )));
         };
+        if self.config.architecture != Architecture::Qwen2_5Vl
+            && all.iter().any(|p| p.second_per_grid_t.is_some())
+        {
+            return Err(PolicyError::Input(format!(
+                "video input is implemented for Qwen2.5-VL only, not for {} (its videos carry \
+                 per-frame timestamps); give the frames as images",
+                self.config.architecture.hf_class()
+            )));
+        }
         let merge = self
             .config
             .vision
@@ -325,12 +350,16 @@ impl PolicyModel {
             .map_or(1, |v| v.spatial_merge_size);
         for (r, (row, imgs)) in rows.iter().zip(images).enumerate() {
             let end = placeholder_end[r].min(row.len());
-            let have = row[..end].iter().filter(|&&t| Some(t) == image_tok).count();
+            let have = row[..end]
+                .iter()
+                .filter(|&&t| tokens.is_placeholder(t))
+                .count();
             let want: usize = imgs.iter().map(|p| p.llm_tokens(merge)).sum();
             if have != want {
                 return Err(PolicyError::Input(format!(
-                    "row {r}: {have} image tokens in the prompt, but its {} image(s) give {want} \
-                     features; expand each image placeholder to grid_t*grid_h*grid_w/{} tokens",
+                    "row {r}: {have} image / video tokens in the prompt, but its {} image(s) / \
+                     video(s) give {want} features; expand each placeholder to \
+                     grid_t*grid_h*grid_w/{} tokens",
                     imgs.len(),
                     merge * merge
                 )));
@@ -399,13 +428,8 @@ impl PolicyModel {
                     s.ids.len()
                 )));
             }
-            let (mut pos, _) = rope_index_until(
-                s.ids,
-                s.prompt_len,
-                s.images,
-                self.config.image_token_id,
-                self.merge_size(),
-            )?;
+            let (mut pos, _) =
+                visual_rope_index(s.ids, s.prompt_len, s.images, &self.visual_tokens())?;
             pos.resize(l, [0; 3]);
             positions.push(pos);
             let mut row = s.ids.to_vec();
@@ -593,53 +617,108 @@ pub fn rope_index_until(
     image_token_id: Option<u32>,
     merge: usize,
 ) -> Result<(Vec<Pos3>, i64)> {
+    let tokens = VisualTokens {
+        image: image_token_id,
+        video: None,
+        merge,
+        tokens_per_second: 0.0,
+    };
+    visual_rope_index(ids, placeholder_end, images, &tokens)
+}
+
+/// The placeholder tokens of images and videos and what their rotary positions need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VisualTokens {
+    pub image: Option<u32>,
+    pub video: Option<u32>,
+    pub merge: usize,
+    /// `vision_config.tokens_per_second`: temporal positions per second of video.
+    pub tokens_per_second: f64,
+}
+
+impl VisualTokens {
+    /// The placeholder token of `item` (an image or a video).
+    fn of(&self, item: &PixelValues) -> Option<u32> {
+        if item.second_per_grid_t.is_some() {
+            self.video
+        } else {
+            self.image
+        }
+    }
+
+    fn is_placeholder(&self, t: u32) -> bool {
+        Some(t) == self.image || Some(t) == self.video
+    }
+}
+
+/// HF `get_rope_index` for one unpadded sequence with images and videos (`visuals`, in prompt
+/// order; a video has `second_per_grid_t`). A visual item's tokens get (t, start + row,
+/// start + col) with t = start for an image and start + int(frame * tokens_per_second *
+/// second_per_grid_t) for a video; the text after it continues from start + max(rows, cols).
+/// Only tokens before `placeholder_end` can be placeholders.
+pub fn visual_rope_index(
+    ids: &[u32],
+    placeholder_end: usize,
+    visuals: &[PixelValues],
+    tokens: &VisualTokens,
+) -> Result<(Vec<Pos3>, i64)> {
     let mut pos = Vec::with_capacity(ids.len());
     let mut next: i64 = 0;
     let mut i = 0;
-    let mut img = 0;
+    let mut item = 0;
     while i < ids.len() {
-        if i < placeholder_end && Some(ids[i]) == image_token_id {
-            let p = images.get(img).ok_or_else(|| {
+        if i < placeholder_end && tokens.is_placeholder(ids[i]) {
+            let p = visuals.get(item).ok_or_else(|| {
                 PolicyError::Input(format!(
-                    "the prompt has more image placeholders than the {} image(s) given",
-                    images.len()
+                    "the prompt has more image / video placeholders than the {} image(s) and \
+                     video(s) given",
+                    visuals.len()
                 ))
             })?;
+            let kind = if p.second_per_grid_t.is_some() {
+                "video"
+            } else {
+                "image"
+            };
+            let want = tokens.of(p);
             let [t, h, w] = p.grid_thw;
-            let (lh, lw) = (h / merge, w / merge);
+            let (lh, lw) = (h / tokens.merge, w / tokens.merge);
             let n = t * lh * lw;
             if i + n > placeholder_end.min(ids.len())
-                || ids[i..i + n].iter().any(|&x| Some(x) != image_token_id)
+                || ids[i..i + n].iter().any(|&x| Some(x) != want)
             {
                 return Err(PolicyError::Input(format!(
-                    "image {img} needs {n} consecutive image tokens in the prompt"
+                    "{kind} {item} (image and video inputs counted together, in prompt order) \
+                     needs {n} consecutive {kind} tokens in the prompt"
                 )));
             }
-            let mut max = next;
+            // HF: (arange(t) * time_interval).long() in float32; images use an interval of 1
+            // and have t = 1.
+            let interval = match p.second_per_grid_t {
+                Some(s) => (tokens.tokens_per_second as f32) * s,
+                None => 1.0,
+            };
             for tt in 0..t {
+                let q0 = next + (tt as f32 * interval) as i64;
                 for y in 0..lh {
                     for x in 0..lw {
-                        // Images have no time axis: HF scales t by second_per_grid_t = 0.
-                        let _ = tt;
-                        let q = [next, next + y as i64, next + x as i64];
-                        max = max.max(q[1]).max(q[2]);
-                        pos.push(q);
+                        pos.push([q0, next + y as i64, next + x as i64]);
                     }
                 }
             }
-            next = max + 1;
+            next += lh.max(lw) as i64;
             i += n;
-            img += 1;
+            item += 1;
         } else {
             pos.push([next, next, next]);
             next += 1;
             i += 1;
         }
     }
-    if img != images.len() {
+    if item != visuals.len() {
         return Err(PolicyError::Input(format!(
-            "{} image(s) given but the prompt has placeholders for {img}",
-            images.len()
+            "{} image(s) / video(s) given but the prompt has placeholders for {item}",
+            visuals.len()
         )));
     }
     Ok((pos, next))
@@ -712,6 +791,7 @@ mod tests {
         PixelValues {
             data: vec![0.0; h * w * 1176],
             grid_thw: [1, h, w],
+            second_per_grid_t: None,
         }
     }
 

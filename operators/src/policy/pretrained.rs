@@ -8,9 +8,10 @@ use candle_core::Device;
 use image::DynamicImage;
 use shareflow_runtime::rng::DetRng;
 
+use super::config::Architecture;
 use super::error::{PolicyError, Result};
 use super::model::{Generation, LoadOptions, PolicyModel, SamplingParams, ScoreOptions, Sequence};
-use super::processor::{Processor, Prompt};
+use super::processor::{Processor, Prompt, Video};
 
 /// A loaded checkpoint: the model, its processor and the directory they came from.
 #[derive(Debug)]
@@ -75,6 +76,27 @@ impl Policy {
         self.processor.prompt(question, images)
     }
 
+    /// [`Self::prompt`] with videos after the images (Qwen2.5-VL; see
+    /// [`Processor::prompt_with_videos`]).
+    pub fn prompt_with_videos(
+        &self,
+        question: &str,
+        images: &[DynamicImage],
+        videos: &[Video],
+    ) -> Result<Prompt> {
+        if videos.is_empty() {
+            return self.prompt(question, images);
+        }
+        if self.model.config().architecture != Architecture::Qwen2_5Vl {
+            return Err(PolicyError::Input(format!(
+                "{}: video input is implemented for Qwen2.5-VL only, not for {}",
+                self.dir.display(),
+                self.model.config().architecture.hf_class()
+            )));
+        }
+        self.processor.prompt_with_videos(question, images, videos)
+    }
+
     /// Per-token log-probs of `response` (tokenized without special tokens) after the prompt.
     pub fn log_probs(
         &self,
@@ -82,7 +104,11 @@ impl Policy {
         images: &[DynamicImage],
         response: &str,
     ) -> Result<ResponseLogProbs> {
-        let prompt = self.prompt(question, images)?;
+        self.log_probs_of_prompt(&self.prompt(question, images)?, response)
+    }
+
+    /// [`Self::log_probs`] after a prompt already built (e.g. by [`Self::prompt_with_videos`]).
+    pub fn log_probs_of_prompt(&self, prompt: &Prompt, response: &str) -> Result<ResponseLogProbs> {
         let response_ids = self.processor.encode(response)?;
         if response_ids.is_empty() {
             return Err(PolicyError::Input("the response is empty".into()));
@@ -117,7 +143,17 @@ impl Policy {
         params: &SamplingParams,
         seed: u64,
     ) -> Result<Vec<Response>> {
-        let prompt = self.prompt(question, images)?;
+        self.generate_from_prompt(&self.prompt(question, images)?, n, params, seed)
+    }
+
+    /// [`Self::generate`] from a prompt already built (e.g. by [`Self::prompt_with_videos`]).
+    pub fn generate_from_prompt(
+        &self,
+        prompt: &Prompt,
+        n: usize,
+        params: &SamplingParams,
+        seed: u64,
+    ) -> Result<Vec<Response>> {
         let mut params = params.clone();
         if params.stop.is_empty() {
             params.stop = self.processor.eos_ids();

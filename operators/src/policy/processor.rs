@@ -19,7 +19,7 @@ use tokenizers::Tokenizer;
 use super::chat::{ChatTemplate, find_template};
 use super::config::VisionConfig;
 use super::error::{PolicyError, Result};
-use super::image::{ImageProcessor, PixelValues};
+use super::image::{ImageBackend, ImageProcessor, PixelValues};
 
 /// A tokenized prompt and its images.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,16 @@ pub struct Processor {
     pad_id: Option<u32>,
     image_token_id: Option<u32>,
     image_processor: Option<ImageProcessor>,
+    video_token_id: Option<u32>,
+    video_processor: Option<ImageProcessor>,
     clean_up_tokenization_spaces: bool,
+}
+
+/// The frames of one video and the rate they were sampled at (`None`: transformers' 24).
+#[derive(Debug, Clone)]
+pub struct Video {
+    pub frames: Vec<DynamicImage>,
+    pub fps: Option<f64>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -171,6 +180,13 @@ impl Processor {
             None => None,
             Some(v) => Some(Self::load_image_processor(dir, v, image_token_id)?),
         };
+        let video_token = token_string(cfg.as_ref().and_then(|c| c.get("video_token")))
+            .unwrap_or_else(|| "<|video_pad|>".into());
+        let video_token_id = tokenizer.token_to_id(&video_token);
+        let video_processor = match &image_processor {
+            None => None,
+            Some(ip) => Some(Self::load_video_processor(dir, ip)?),
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             tokenizer,
@@ -180,7 +196,135 @@ impl Processor {
             pad_id,
             image_token_id,
             image_processor,
+            video_token_id,
+            video_processor,
             clean_up_tokenization_spaces,
+        })
+    }
+
+    /// transformers' `Qwen2VLVideoProcessor` settings: `video_preprocessor_config.json` when the
+    /// checkpoint has one, else `preprocessor_config.json` (as `AutoVideoProcessor` falls back),
+    /// with the video pixel bounds (128 * 28 * 28 to 768 * 28 * 28 per frame) where the file gives
+    /// none.
+    fn load_video_processor(dir: &Path, image: &ImageProcessor) -> Result<ImageProcessor> {
+        let own = dir.join("video_preprocessor_config.json");
+        let path = if own.is_file() {
+            own
+        } else {
+            dir.join("preprocessor_config.json")
+        };
+        let Some(json) = read_json(&path)? else {
+            return Ok(image.clone());
+        };
+        let mut vp =
+            ImageProcessor::from_json(&json).map_err(|m| PolicyError::bad_file(&path, m))?;
+        let given = |k: &str| json.get(k).is_some_and(|v| !v.is_null());
+        if !given("size") && !given("min_pixels") {
+            vp.min_pixels = 128 * 28 * 28;
+        }
+        if !given("size") && !given("max_pixels") {
+            vp.max_pixels = 768 * 28 * 28;
+        }
+        vp.backend = ImageBackend::Torchvision;
+        if (vp.patch_size, vp.merge_size, vp.temporal_patch_size)
+            != (
+                image.patch_size,
+                image.merge_size,
+                image.temporal_patch_size,
+            )
+        {
+            return Err(PolicyError::bad_file(
+                &path,
+                "the video processor's patch_size / merge_size / temporal_patch_size differ from \
+                 the image processor's",
+            ));
+        }
+        Ok(vp)
+    }
+
+    /// The prompt for `question` about `images` then `videos` (Qwen2.5-VL): the user message's
+    /// content is the images, the videos, then the text, as transformers renders
+    /// `[{"type": "image"}.., {"type": "video"}.., {"type": "text"}]`; each `<|video_pad|>` is
+    /// expanded to one token per merged patch of the video's temporal patches. The prompt's
+    /// `images` hold the images then the videos, in prompt order.
+    pub fn prompt_with_videos(
+        &self,
+        question: &str,
+        images: &[DynamicImage],
+        videos: &[Video],
+    ) -> Result<Prompt> {
+        if videos.is_empty() {
+            return self.prompt(question, images);
+        }
+        let (Some(ip), Some(vp), Some(image_id), Some(video_id)) = (
+            &self.image_processor,
+            &self.video_processor,
+            self.image_token_id,
+            self.video_token_id,
+        ) else {
+            return Err(PolicyError::Input(format!(
+                "{} video(s) given but the checkpoint in {} has no vision config or no \
+                 <|video_pad|> token",
+                videos.len(),
+                self.dir.display()
+            )));
+        };
+        let mut parts: Vec<Value> = images.iter().map(|_| json!({"type": "image"})).collect();
+        parts.extend(videos.iter().map(|_| json!({"type": "video"})));
+        parts.push(json!({"type": "text", "text": question}));
+        let text = self.render_chat(
+            &json!([{"role": "user", "content": Value::Array(parts)}]),
+            true,
+        )?;
+        let ids = self.encode(&text)?;
+        let mut image_px = images
+            .iter()
+            .map(|img| ip.preprocess(img))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        let mut video_px = videos
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                vp.preprocess_video(&v.frames, v.fps).map_err(|e| match e {
+                    PolicyError::Input(m) => PolicyError::Input(format!("video {i}: {m}")),
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        let count = |id: u32| ids.iter().filter(|&&t| t == id).count();
+        if count(image_id) != images.len() || count(video_id) != videos.len() {
+            return Err(PolicyError::Input(format!(
+                "the rendered prompt has {} image and {} video placeholders for {} images and {} \
+                 videos (does the chat template render {{\"type\": \"video\"}}?)",
+                count(image_id),
+                count(video_id),
+                images.len(),
+                videos.len()
+            )));
+        }
+        let mut expanded = Vec::with_capacity(ids.len());
+        let mut items = Vec::with_capacity(images.len() + videos.len());
+        for id in ids {
+            let next = if id == image_id {
+                image_px.next()
+            } else if id == video_id {
+                video_px.next()
+            } else {
+                None
+            };
+            match next {
+                Some(p) => {
+                    expanded.extend(std::iter::repeat_n(id, p.num_tokens(ip.merge_size)));
+                    items.push(p);
+                }
+                None => expanded.push(id),
+            }
+        }
+        Ok(Prompt {
+            ids: expanded,
+            images: items,
         })
     }
 
