@@ -466,7 +466,7 @@ fn prompts_match_transformers_processor() -> TestResult {
         .prompt("x", &[DynamicImage::new_rgb8(56, 56)])
         .err()
         .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("without a vision config")));
+    assert!(err.is_some_and(|e| e.contains("text-only (no vision_config)")));
     Ok(())
 }
 
