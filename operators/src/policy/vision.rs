@@ -201,18 +201,30 @@ impl VisionModel {
     }
 
     fn attn(&self, blk: &Block, x: &Tensor, table: &RopeTable, cu: &[usize]) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        let heads = self.cfg.num_heads;
-        let hd = self.cfg.hidden_size / heads;
-        let qkv = blk.qkv.forward(x)?.reshape((n, 3, heads, hd))?;
-        let part =
-            |i: usize| -> Result<Tensor> { Ok(qkv.narrow(1, i, 1)?.reshape((1, n, heads, hd))?) };
-        let q = rope(&part(0)?, table)?.squeeze(0)?;
-        let k = rope(&part(1)?, table)?.squeeze(0)?;
-        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
-        let out = segmented_attention(&q, &k, &v, cu)?.reshape((n, heads * hd))?;
-        blk.proj.forward(&out)
+        vision_attention(&blk.qkv, &blk.proj, self.cfg.num_heads, x, table, cu)
     }
+}
+
+/// The attention of a vision block: fused q/k/v projection, 2-D rotary on q and k, attention
+/// within the segments `cu`, output projection. `x` is (patches, hidden).
+pub(crate) fn vision_attention(
+    qkv: &Linear,
+    proj: &Linear,
+    heads: usize,
+    x: &Tensor,
+    table: &RopeTable,
+    cu: &[usize],
+) -> Result<Tensor> {
+    let (n, hidden) = x.dims2()?;
+    let hd = hidden / heads;
+    let qkv = qkv.forward(x)?.reshape((n, 3, heads, hd))?;
+    let part =
+        |i: usize| -> Result<Tensor> { Ok(qkv.narrow(1, i, 1)?.reshape((1, n, heads, hd))?) };
+    let q = rope(&part(0)?, table)?.squeeze(0)?;
+    let k = rope(&part(1)?, table)?.squeeze(0)?;
+    let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
+    let out = segmented_attention(&q, &k, &v, cu)?.reshape((n, heads * hd))?;
+    proj.forward(&out)
 }
 
 /// The 2-D rotary table of the vision towers, (patches, head_dim) with head_dim = 4 *

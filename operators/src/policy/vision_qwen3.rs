@@ -14,9 +14,9 @@ use candle_core::{Device, Tensor};
 use super::config::{VisionAct, VisionConfig};
 use super::error::{PolicyError, Result};
 use super::image::PixelValues;
-use super::kernels::{RopeTable, rope};
+use super::kernels::RopeTable;
 use super::layers::{LayerNorm, Linear};
-use super::vision::{rotary_table, segmented_attention};
+use super::vision::{rotary_table, vision_attention};
 use super::weights::ParamStore;
 
 #[derive(Debug, Clone)]
@@ -255,17 +255,7 @@ impl Qwen3VisionModel {
     }
 
     fn attn(&self, blk: &Block, x: &Tensor, table: &RopeTable, cu: &[usize]) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        let heads = self.cfg.num_heads;
-        let hd = self.cfg.hidden_size / heads;
-        let qkv = blk.qkv.forward(x)?.reshape((n, 3, heads, hd))?;
-        let part =
-            |i: usize| -> Result<Tensor> { Ok(qkv.narrow(1, i, 1)?.reshape((1, n, heads, hd))?) };
-        let q = rope(&part(0)?, table)?.squeeze(0)?;
-        let k = rope(&part(1)?, table)?.squeeze(0)?;
-        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
-        let out = segmented_attention(&q, &k, &v, cu)?.reshape((n, heads * hd))?;
-        blk.proj.forward(&out)
+        vision_attention(&blk.qkv, &blk.proj, self.cfg.num_heads, x, table, cu)
     }
 }
 
