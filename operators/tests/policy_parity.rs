@@ -8,7 +8,7 @@ use std::collections::HashMap;
 mod common;
 
 use candle_core::Device;
-use common::{floats, golden_dir, ids, pixel_values};
+use common::{floats, golden_dir, ids, max_abs_diff, pixel_values};
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, PixelValues, PolicyModel, SamplingParams, ScoreOptions, Sequence,
@@ -46,14 +46,6 @@ fn images_of(case: &Value, pv: &HashMap<String, PixelValues>) -> Vec<PixelValues
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 struct Case {

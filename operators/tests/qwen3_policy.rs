@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{floats, ids};
+use common::{floats, ids, max_abs_diff};
 use serde_json::Value;
 use shareflow_operators::policy::{
     Architecture, LoadOptions, OptimConfig, Optimizer, PixelValues, PolicyModel, Processor,
@@ -39,14 +39,6 @@ fn load(model: &str, trainable: bool) -> AnyResult<PolicyModel> {
         freeze_vision: false,
     };
     Ok(PolicyModel::load(&dir().join(model), &Device::Cpu, opts)?)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 struct Case {

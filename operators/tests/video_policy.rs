@@ -11,7 +11,7 @@ use std::path::PathBuf;
 mod common;
 
 use candle_core::Device;
-use common::{floats, ids};
+use common::{floats, ids, max_abs_diff};
 use serde_json::Value;
 use shareflow_operators::policy::{
     LoadOptions, PixelValues, PolicyModel, Processor, SamplingParams, ScoreOptions, Sequence,
@@ -30,14 +30,6 @@ fn golden() -> AnyResult<Value> {
     Ok(serde_json::from_str(&std::fs::read_to_string(
         dir().join("golden.json"),
     )?)?)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn strs(v: &Value) -> Vec<&str> {

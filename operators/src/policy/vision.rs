@@ -93,17 +93,7 @@ impl VisionModel {
     /// Loads `visual.*`.
     pub fn load(p: &ParamStore, cfg: &VisionConfig) -> Result<Self> {
         let hs = cfg.hidden_size;
-        let conv = p.get(
-            "visual.patch_embed.proj.weight",
-            &[
-                hs,
-                cfg.in_channels,
-                cfg.temporal_patch_size,
-                cfg.patch_size,
-                cfg.patch_size,
-            ],
-        )?;
-        let patch = Linear::from_weight(conv.reshape((hs, cfg.patch_dim()))?);
+        let patch = patch_embedding(p, cfg, false)?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let pre = format!("visual.blocks.{i}");
@@ -203,6 +193,28 @@ impl VisionModel {
     fn attn(&self, blk: &Block, x: &Tensor, table: &RopeTable, cu: &[usize]) -> Result<Tensor> {
         vision_attention(&blk.qkv, &blk.proj, self.cfg.num_heads, x, table, cu)
     }
+}
+
+/// The patch embedding, a Conv3d whose stride is its kernel, as the linear map of flattened
+/// patches it is: `visual.patch_embed.proj.weight` (and with `bias`, `.bias`).
+pub(crate) fn patch_embedding(p: &ParamStore, cfg: &VisionConfig, bias: bool) -> Result<Linear> {
+    let hs = cfg.hidden_size;
+    let conv = p.get(
+        "visual.patch_embed.proj.weight",
+        &[
+            hs,
+            cfg.in_channels,
+            cfg.temporal_patch_size,
+            cfg.patch_size,
+            cfg.patch_size,
+        ],
+    )?;
+    let b = if bias {
+        Some(p.get("visual.patch_embed.proj.bias", &[hs])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(conv.reshape((hs, cfg.patch_dim()))?, b))
 }
 
 /// The attention of a vision block: fused q/k/v projection, 2-D rotary on q and k, attention

@@ -16,7 +16,7 @@ use super::error::{PolicyError, Result};
 use super::image::PixelValues;
 use super::kernels::RopeTable;
 use super::layers::{LayerNorm, Linear};
-use super::vision::{rotary_table, vision_attention};
+use super::vision::{patch_embedding, rotary_table, vision_attention};
 use super::weights::ParamStore;
 
 #[derive(Debug, Clone)]
@@ -111,18 +111,7 @@ impl Qwen3VisionModel {
     /// Loads `visual.*`.
     pub fn load(p: &ParamStore, cfg: &VisionConfig) -> Result<Self> {
         let hs = cfg.hidden_size;
-        let conv = p.get(
-            "visual.patch_embed.proj.weight",
-            &[
-                hs,
-                cfg.in_channels,
-                cfg.temporal_patch_size,
-                cfg.patch_size,
-                cfg.patch_size,
-            ],
-        )?;
-        let bias = p.get("visual.patch_embed.proj.bias", &[hs])?;
-        let patch = Linear::new(conv.reshape((hs, cfg.patch_dim()))?, Some(bias));
+        let patch = patch_embedding(p, cfg, true)?;
         let n_pos = cfg.num_position_embeddings.ok_or_else(|| {
             PolicyError::bad_file(
                 p.source(),

@@ -46,3 +46,12 @@ pub fn pixel_values() -> Result<HashMap<String, PixelValues>, Box<dyn std::error
         .map(|(k, v)| (format!("images/{k}"), v))
         .collect())
 }
+
+/// The largest absolute difference of two equally long lists.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
