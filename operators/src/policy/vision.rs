@@ -128,21 +128,7 @@ impl VisionModel {
         let pd = cfg.patch_dim();
         let ms = cfg.spatial_merge_size;
         let unit = ms * ms;
-        let mut grids = Vec::with_capacity(images.len());
-        let mut data = Vec::new();
-        for (n, img) in images.iter().enumerate() {
-            let [t, h, w] = img.grid_thw;
-            if t == 0 || h % ms != 0 || w % ms != 0 || img.data.len() != t * h * w * pd {
-                return Err(PolicyError::Input(format!(
-                    "image {n}: grid_thw {:?} with {} values does not fit patches of {pd} values \
-                     and merge size {ms}",
-                    img.grid_thw,
-                    img.data.len()
-                )));
-            }
-            grids.push(img.grid_thw);
-            data.extend_from_slice(&img.data);
-        }
+        let (grids, data) = pack_patches(images, cfg)?;
         let n_patches = data.len() / pd;
         let plan = window_plan(&grids, cfg);
         // Reorder patches into window order (in whole merge units).
@@ -193,6 +179,32 @@ impl VisionModel {
     fn attn(&self, blk: &Block, x: &Tensor, table: &RopeTable, cu: &[usize]) -> Result<Tensor> {
         vision_attention(&blk.qkv, &blk.proj, self.cfg.num_heads, x, table, cu)
     }
+}
+
+/// The images' grids and their patches concatenated, each image checked against the patch size
+/// and merge size of `cfg`.
+pub(crate) fn pack_patches(
+    images: &[PixelValues],
+    cfg: &VisionConfig,
+) -> Result<(Vec<[usize; 3]>, Vec<f32>)> {
+    let pd = cfg.patch_dim();
+    let ms = cfg.spatial_merge_size;
+    let mut grids = Vec::with_capacity(images.len());
+    let mut data = Vec::with_capacity(images.iter().map(|i| i.data.len()).sum());
+    for (n, img) in images.iter().enumerate() {
+        let [t, h, w] = img.grid_thw;
+        if t == 0 || h % ms != 0 || w % ms != 0 || img.data.len() != t * h * w * pd {
+            return Err(PolicyError::Input(format!(
+                "image {n}: grid_thw {:?} with {} values does not fit patches of {pd} values \
+                 and merge size {ms}",
+                img.grid_thw,
+                img.data.len()
+            )));
+        }
+        grids.push(img.grid_thw);
+        data.extend_from_slice(&img.data);
+    }
+    Ok((grids, data))
 }
 
 /// The patch embedding, a Conv3d whose stride is its kernel, as the linear map of flattened

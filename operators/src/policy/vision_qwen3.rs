@@ -16,7 +16,7 @@ use super::error::{PolicyError, Result};
 use super::image::PixelValues;
 use super::kernels::RopeTable;
 use super::layers::{LayerNorm, Linear};
-use super::vision::{patch_embedding, rotary_table, vision_attention};
+use super::vision::{pack_patches, patch_embedding, rotary_table, vision_attention};
 use super::weights::ParamStore;
 
 #[derive(Debug, Clone)]
@@ -159,21 +159,10 @@ impl Qwen3VisionModel {
         let pd = cfg.patch_dim();
         let ms = cfg.spatial_merge_size;
         let merged = cfg.hidden_size * ms * ms;
-        let mut grids = Vec::with_capacity(images.len());
-        let mut data = Vec::new();
+        let (grids, data) = pack_patches(images, cfg)?;
+        // Full attention within each frame.
         let mut cu = vec![0usize];
-        for (n, img) in images.iter().enumerate() {
-            let [t, h, w] = img.grid_thw;
-            if t == 0 || h % ms != 0 || w % ms != 0 || img.data.len() != t * h * w * pd {
-                return Err(PolicyError::Input(format!(
-                    "image {n}: grid_thw {:?} with {} values does not fit patches of {pd} values \
-                     and merge size {ms}",
-                    img.grid_thw,
-                    img.data.len()
-                )));
-            }
-            grids.push(img.grid_thw);
-            data.extend_from_slice(&img.data);
+        for &[t, h, w] in &grids {
             for _ in 0..t {
                 let last = cu.last().copied().unwrap_or(0);
                 cu.push(last + h * w);
