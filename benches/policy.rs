@@ -103,6 +103,7 @@ fn main() -> Res<()> {
             LoadOptions {
                 trainable: false,
                 freeze_vision: false,
+                ..LoadOptions::default()
             },
         )?;
         let mut batch: Vec<(Vec<u32>, Vec<PixelValues>)> = Vec::new();

@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use shareflow::graphs::Estimator;
-use shareflow::operators::policy::candle::Device;
 use shareflow::operators::policy::{LoadOptions, Policy, SamplingParams, load_image};
 use shareflow::operators::{RewardRule, StdConvention};
 use shareflow::runtime::ClusterConfig;
@@ -148,6 +147,8 @@ struct LogprobsCmd {
     /// `AutoProcessor` default) or `pil` (`backend="pil"` / `use_fast=False`).
     #[arg(long, default_value = "torchvision", value_name = "torchvision|pil")]
     image_backend: shareflow::operators::policy::ImageBackend,
+    #[command(flatten)]
+    placement: PlacementArgs,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +195,19 @@ struct GenerateCmd {
     /// `AutoProcessor` default) or `pil` (`backend="pil"` / `use_fast=False`).
     #[arg(long, default_value = "torchvision", value_name = "torchvision|pil")]
     image_backend: shareflow::operators::policy::ImageBackend,
+    #[command(flatten)]
+    placement: PlacementArgs,
+}
+
+/// Where the policy runs (as `trainer.device` / `trainer.dtype` for `train`).
+#[derive(Debug, Args)]
+struct PlacementArgs {
+    /// cpu, cuda (GPU 0), cuda:N, or auto (a GPU when this binary has CUDA and one answers).
+    #[arg(long, default_value = "auto", value_name = "cpu|cuda|cuda:N|auto")]
+    device: String,
+    /// Compute dtype: f32, bf16 (over f32 weights), or auto (bf16 on a GPU, f32 on the CPU).
+    #[arg(long, default_value = "auto", value_name = "f32|bf16|auto")]
+    dtype: String,
 }
 
 #[derive(Debug, Args)]
@@ -366,7 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logprobs(cmd) => {
             let images = load_images(&cmd.images)?;
-            let mut policy = load_policy(&cmd.model)?;
+            let mut policy = load_policy(&cmd.model, &cmd.placement)?;
             policy.processor.set_image_backend(cmd.image_backend);
             let videos = load_videos(&cmd.videos, cmd.video_fps)?;
             let prompt = policy.prompt_with_videos(&cmd.question, &images, &videos)?;
@@ -422,7 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--n must be at least 1");
             }
             let images = load_images(&cmd.images)?;
-            let mut policy = load_policy(&cmd.model)?;
+            let mut policy = load_policy(&cmd.model, &cmd.placement)?;
             policy.processor.set_image_backend(cmd.image_backend);
             let params = SamplingParams {
                 temperature: cmd.temperature,
@@ -523,12 +537,15 @@ fn load_videos(
     Ok(out)
 }
 
-fn load_policy(dir: &std::path::Path) -> anyhow::Result<Policy> {
+fn load_policy(dir: &std::path::Path, placement: &PlacementArgs) -> anyhow::Result<Policy> {
+    use shareflow::operators::policy::{compute_dtype, open_device};
+    let device = open_device(&placement.device).context("--device")?;
     let opts = LoadOptions {
         trainable: false,
         freeze_vision: false,
+        compute_dtype: compute_dtype(&placement.dtype, &device).context("--dtype")?,
     };
-    Policy::load(dir, &Device::Cpu, opts)
+    Policy::load(dir, &device, opts)
         .with_context(|| format!("loading the checkpoint {}", dir.display()))
 }
 

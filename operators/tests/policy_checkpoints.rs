@@ -41,6 +41,7 @@ fn log_probs(dir: &Path) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
     let opts = LoadOptions {
         trainable: false,
         freeze_vision: false,
+        ..LoadOptions::default()
     };
     let m = PolicyModel::load(dir, &Device::Cpu, opts)?;
     let ids = [441u32, 20, 21, 22, 442, 30, 31, 32, 33];

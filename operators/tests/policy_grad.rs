@@ -2,23 +2,29 @@
 //! differentiable scoring path (candle's fused ops would silently drop some), including the vision
 //! tower; a frozen vision tower gets none and is not trainable.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+use common::golden_dir;
 use shareflow_operators::policy::{LoadOptions, PixelValues, PolicyModel, ScoreOptions, Sequence};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy")
+/// A golden checkpoint with every tensor trainable, on the test device.
+fn trainable(name: &str) -> Result<PolicyModel, Box<dyn std::error::Error>> {
+    trainable_in(name, DType::F32)
 }
 
-/// A golden checkpoint with every tensor trainable.
-fn trainable(name: &str) -> Result<PolicyModel, Box<dyn std::error::Error>> {
+/// [`trainable`] computing its forward pass in `dtype` (the parameters stay f32).
+fn trainable_in(name: &str, dtype: DType) -> Result<PolicyModel, Box<dyn std::error::Error>> {
+    let opts = LoadOptions {
+        compute_dtype: dtype,
+        ..LoadOptions::default()
+    };
     Ok(PolicyModel::load(
         &golden_dir().join(name),
-        &Device::Cpu,
-        LoadOptions::default(),
+        &common::test_device(),
+        opts,
     )?)
 }
 
@@ -69,7 +75,7 @@ fn surrogate_loss(
     ];
     let s = model.score(&batch, &ScoreOptions::default())?;
     // -sum(logp * adv) / tokens with advantages of both signs.
-    let adv = candle_core::Tensor::new(&[[1.0f32], [-0.5]], &Device::Cpu)?;
+    let adv = candle_core::Tensor::new(&[[1.0f32], [-0.5]], model.device())?;
     let weighted = s.log_probs.broadcast_mul(&adv)?.mul(&s.mask)?;
     Ok((weighted.sum_all()?.neg()? / s.mask.sum_all()?.to_scalar::<f32>()? as f64)?)
 }
@@ -132,8 +138,13 @@ fn frozen_vision_tower_is_not_trained() -> TestResult {
     let opts = LoadOptions {
         trainable: true,
         freeze_vision: true,
+        ..LoadOptions::default()
     };
-    let model = PolicyModel::load(&golden_dir().join("tiny-qwen2_5_vl"), &Device::Cpu, opts)?;
+    let model = PolicyModel::load(
+        &golden_dir().join("tiny-qwen2_5_vl"),
+        &common::test_device(),
+        opts,
+    )?;
     let vars = model.trainable_vars();
     assert!(vars.iter().all(|(n, _)| !n.starts_with("visual.")));
     let grads = surrogate_loss(&model, &image()?)?.backward()?;
@@ -198,5 +209,70 @@ fn gradients_match_transformers() -> TestResult {
         "worst relative difference {worst:.3e}\n{}",
         report.join("\n")
     );
+    Ok(())
+}
+
+/// bf16 compute over f32 master weights (`LoadOptions::compute_dtype`, what `trainer.dtype =
+/// bf16` trains with on a GPU), on the same golden: the loss is within 2% of torch's f32 loss,
+/// every trainable parameter gets a finite f32 gradient, and each tensor's gradient points the
+/// way torch's does (cosine similarity at least 0.97) with a per-tensor largest difference of at
+/// most 35% of its largest reference gradient: bf16 keeps 8 bits of mantissa, and a dropped or
+/// mis-cast gradient path shows as a cosine far below these. (Measured on CPU: loss 0.9%, worst
+/// cosine 0.987, worst relative difference 0.21.)
+#[test]
+#[allow(clippy::print_stderr)]
+fn bf16_compute_gives_f32_gradients_close_to_transformers() -> TestResult {
+    let model = trainable_in("tiny-qwen2_5_vl", DType::BF16)?;
+    assert_eq!(model.compute_dtype(), DType::BF16);
+    let golden =
+        candle_core::safetensors::load(golden_dir().join("grad_golden.safetensors"), &Device::Cpu)?;
+    let loss = surrogate_loss(&model, &image()?)?;
+    let want_loss = golden["loss"].to_vec1::<f32>()?[0];
+    let got_loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    let loss_rel = (got_loss - want_loss).abs() / want_loss.abs().max(1e-6);
+    assert!(
+        loss_rel <= 0.02,
+        "bf16 loss {got_loss} vs torch f32 {want_loss}"
+    );
+    let grads = loss.backward()?;
+    let (mut worst_cos, mut worst_rel) = (1f32, 0f32);
+    let mut report = Vec::new();
+    for (name, var) in &model.trainable_vars() {
+        let want: Vec<f32> = golden
+            .get(name.as_str())
+            .ok_or(format!("{name}: not in the golden file"))?
+            .flatten_all()?
+            .to_vec1()?;
+        let g = grads
+            .get(var.as_tensor())
+            .ok_or(format!("{name}: no gradient in bf16"))?;
+        assert_eq!(g.dtype(), DType::F32, "{name}: master gradient dtype");
+        let got: Vec<f32> = g.flatten_all()?.to_vec1()?;
+        assert!(got.iter().all(|x| x.is_finite()), "{name}: non-finite");
+        let dot: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a * b)).sum();
+        let na: f64 = got.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
+        let nb: f64 = want.iter().map(|b| f64::from(b * b)).sum::<f64>().sqrt();
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        if nb < 1e-9 {
+            continue;
+        }
+        let cos = (dot / (na * nb).max(1e-30)) as f32;
+        let rel = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale.max(1e-12);
+        worst_cos = worst_cos.min(cos);
+        worst_rel = worst_rel.max(rel);
+        if cos < 0.97 || rel > 0.35 {
+            report.push(format!(
+                "{name}: cosine {cos:.4}, max |diff| / max |grad| {rel:.3}"
+            ));
+        }
+    }
+    eprintln!(
+        "bf16: loss rel diff {loss_rel:.2e}, worst cosine {worst_cos:.4}, worst rel {worst_rel:.3}"
+    );
+    assert!(report.is_empty(), "{}", report.join("\n"));
     Ok(())
 }

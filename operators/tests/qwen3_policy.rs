@@ -37,8 +37,13 @@ fn load(model: &str, trainable: bool) -> AnyResult<PolicyModel> {
     let opts = LoadOptions {
         trainable,
         freeze_vision: false,
+        ..LoadOptions::default()
     };
-    Ok(PolicyModel::load(&dir().join(model), &Device::Cpu, opts)?)
+    Ok(PolicyModel::load(
+        &dir().join(model),
+        &common::test_device(),
+        opts,
+    )?)
 }
 
 struct Case {
@@ -241,7 +246,7 @@ fn surrogate(model: &PolicyModel, cases: &[Case], train: &Value) -> AnyResult<Te
     }
     let batch: Vec<Sequence<'_>> = rows.iter().map(|c| seq(c)).collect();
     let s = model.score(&batch, &ScoreOptions::default())?;
-    let adv = Tensor::from_vec(adv, (rows.len(), 1), &Device::Cpu)?;
+    let adv = Tensor::from_vec(adv, (rows.len(), 1), model.device())?;
     let total = s.log_probs.mul(&s.mask)?.broadcast_mul(&adv)?.sum_all()?;
     let n: usize = s.lengths.iter().sum();
     Ok((total.neg()? / n as f64)?)

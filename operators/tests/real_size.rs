@@ -150,6 +150,7 @@ fn real_size_checkpoints_load_score_export_and_train() -> TestResult {
             LoadOptions {
                 trainable: false,
                 freeze_vision: false,
+                ..LoadOptions::default()
             },
         )?;
         let load_s = t0.elapsed().as_secs_f64();

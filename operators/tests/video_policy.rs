@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 mod common;
 
-use candle_core::Device;
 use common::{floats, ids, max_abs_diff};
 use serde_json::Value;
 use shareflow_operators::policy::{
@@ -117,10 +116,11 @@ fn load() -> AnyResult<PolicyModel> {
     let opts = LoadOptions {
         trainable: false,
         freeze_vision: false,
+        ..LoadOptions::default()
     };
     Ok(PolicyModel::load(
         &common::golden_dir().join("tiny-qwen2_5_vl"),
-        &Device::Cpu,
+        &common::test_device(),
         opts,
     )?)
 }

@@ -65,6 +65,7 @@ fn windowed_vision_log_probs_match_transformers() -> TestResult {
             LoadOptions {
                 trainable: false,
                 freeze_vision: false,
+                ..LoadOptions::default()
             },
         )?;
         let vc = policy.model.config().vision.clone().ok_or("no vision")?;

@@ -15,8 +15,7 @@ use shareflow_graphs::train::{
     Checkpointer, Config, GraphKind, Outcome, Settings, Start, StepRecord, TrainState,
     run_dataflow, run_sft,
 };
-use shareflow_operators::policy::candle::Device;
-use shareflow_operators::policy::{LoadOptions, Optimizer, Policy};
+use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, compute_dtype, device_name};
 
 use super::plot::{Plot, Series, save_png};
 
@@ -160,11 +159,21 @@ pub fn train(
     let val_only = config
         .bool("trainer.val_only")
         .map_err(anyhow::Error::msg)?;
+    let device = settings
+        .device
+        .open()
+        .map_err(|e| anyhow::anyhow!("`trainer.device`: {e}"))?;
+    let dtype = compute_dtype(&settings.dtype, &device)
+        .map_err(|e| anyhow::anyhow!("`trainer.dtype`: {e}"))?;
+    let placement =
+        json!({"device": device_name(&device), "dtype": format!("{dtype:?}").to_lowercase()});
+    tracing::info!("policy on {placement}");
     let opts = LoadOptions {
         trainable: !val_only,
         freeze_vision: settings.freeze_vision,
+        compute_dtype: dtype,
     };
-    let mut policy = Policy::load(&mdir, &Device::Cpu, opts)
+    let mut policy = Policy::load(&mdir, &device, opts)
         .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
     policy.processor.set_image_backend(settings.image_backend);
     if val_only {
@@ -335,6 +344,7 @@ pub fn train(
         "steps": outcome.records.len(),
         "resumed_from_step": from.as_ref().map(|_| first_step),
         "max_staleness": settings.max_staleness,
+        "policy_placement": placement,
         "eval_accuracy_before": outcome.val_before.map(|v| v.0),
         "eval_accuracy_after": val_after,
         "final_train_reward": outcome.records.last().map(|r| r.rollout.reward_overall),

@@ -334,6 +334,18 @@ pub fn keys() -> Vec<KeyDef> {
             "run seed: every random choice derives from it",
         ),
         k(
+            "trainer.device",
+            s("auto"),
+            "where the policy runs: cpu, cuda (GPU 0), cuda:N, or auto (GPU 0 when the binary \
+             was built with --features cuda and a GPU answers, else the CPU)",
+        ),
+        k(
+            "trainer.dtype",
+            s("auto"),
+            "the policy's compute dtype: f32, bf16 (bf16 forward and backward over f32 master \
+             weights and f32 AdamW state), or auto (bf16 on a GPU, f32 on the CPU)",
+        ),
+        k(
             "trainer.workers",
             Value::Integer(1),
             "timely worker threads",

@@ -449,7 +449,13 @@ fn update_thread(
     end: Step,
     mut on_save: impl FnMut(&TrainState<'_>) -> Result<(), String>,
 ) -> Result<UpdateResult, String> {
-    let reference = super::steps::load_reference(s, &policy.dir).map_err(|e| {
+    let reference = super::steps::load_reference(
+        s,
+        &policy.dir,
+        policy.model.device(),
+        policy.model.compute_dtype(),
+    )
+    .map_err(|e| {
         format!(
             "loading the KL reference policy from {}: {e}",
             policy.dir.display()

@@ -11,10 +11,10 @@ use shareflow_operators::StdConvention;
 use shareflow_operators::advantage::{
     AdvantageError, global_advantages, grpo_advantages, share_grpo_advantages,
 };
-use shareflow_operators::policy::candle::Device;
+use shareflow_operators::policy::candle::{DType, Device};
 use shareflow_operators::policy::{
-    KlConfig, KlPenalty, LoadOptions, LrSchedule, OptimConfig, Optimizer, Policy, PolicyError,
-    PolicyModel, PpoConfig, Processor, SamplingParams,
+    DeviceSpec, KlConfig, KlPenalty, LoadOptions, LrSchedule, OptimConfig, Optimizer, Policy,
+    PolicyError, PolicyModel, PpoConfig, Processor, SamplingParams, compute_dtype,
 };
 use shareflow_operators::reward::{RewardRule, rules::score_response};
 use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
@@ -62,6 +62,10 @@ impl GraphKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub graph: GraphKind,
+    /// `trainer.device`.
+    pub device: DeviceSpec,
+    /// `trainer.dtype` (f32, bf16 or auto; resolved against the opened device).
+    pub dtype: String,
     pub run_seed: u64,
     pub steps: usize,
     pub batch: usize,
@@ -251,8 +255,16 @@ impl Settings {
         let lr_schedule = lr_schedule(c, graph, steps)?;
         let run_seed = u64::try_from(c.int("trainer.seed")?)
             .map_err(|_| "`trainer.seed` must not be negative".to_string())?;
+        let device = c
+            .str("trainer.device")?
+            .parse::<DeviceSpec>()
+            .map_err(|e| format!("`trainer.device`: {e}"))?;
+        let dtype = c.str("trainer.dtype")?;
+        compute_dtype(&dtype, &Device::Cpu).map_err(|e| format!("`trainer.dtype`: {e}"))?;
         Ok(Self {
             graph,
+            device,
+            dtype,
             run_seed,
             steps,
             batch: match graph {
@@ -641,15 +653,22 @@ pub fn update_step(
 
 /// The reference policy of the KL loss: the checkpoint in `dir` (the run's initial policy, also
 /// when resuming), loaded without gradients; `None` when no KL loss is configured.
-pub fn load_reference(s: &Settings, dir: &Path) -> Result<Option<PolicyModel>, PolicyError> {
+/// It lives on the policy's `device` and computes in `dtype`, like the policy.
+pub fn load_reference(
+    s: &Settings,
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<Option<PolicyModel>, PolicyError> {
     if s.update.ppo.kl.is_none() {
         return Ok(None);
     }
     let opts = LoadOptions {
         trainable: false,
         freeze_vision: true,
+        compute_dtype: dtype,
     };
-    PolicyModel::load(dir, &Device::Cpu, opts).map(Some)
+    PolicyModel::load(dir, device, opts).map(Some)
 }
 
 /// One row of the metrics log.
@@ -679,7 +698,12 @@ pub fn run_sequential(
     opt: &mut Optimizer,
     mut on_step: impl FnMut(&StepRecord),
 ) -> Result<(), PolicyError> {
-    let reference = load_reference(s, &policy.dir)?;
+    let reference = load_reference(
+        s,
+        &policy.dir,
+        policy.model.device(),
+        policy.model.compute_dtype(),
+    )?;
     for step in 0..s.steps as u64 {
         let mut rows = Vec::new();
         let mut groups = Vec::new();

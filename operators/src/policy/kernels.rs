@@ -200,22 +200,38 @@ pub fn masked_softmax(
     scale: f64,
     mask: Option<&AttnMask>,
 ) -> candle_core::Result<Tensor> {
-    if !scores.device().is_cpu() || scores.dtype() != DType::F32 {
-        let mut s = (scores * scale)?;
-        if let Some(m) = mask {
-            let (b, g, rows, k) = s.dims4()?;
-            let t = Tensor::from_slice(&m.add, (m.batch, 1, 1, m.q_len, m.k_len), scores.device())?;
-            s = s
-                .reshape((b, g, rows / m.q_len, m.q_len, k))?
-                .broadcast_add(&t)?
-                .reshape((b, g, rows, k))?;
-        }
-        return candle_nn::ops::softmax(&s, candle_core::D::Minus1);
+    if !fused(scores) {
+        return composed_masked_softmax(scores, scale, mask);
     }
     scores.contiguous()?.apply_op1(MaskedSoftmax {
         scale: scale as f32,
         mask: mask.cloned(),
     })
+}
+
+/// Whether the fused CPU kernels apply: f32 on the CPU. Everything else (CUDA, bf16) takes the
+/// composed forms, built from candle primitives that all have backward passes on every device.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// [`masked_softmax`] from primitive ops (any device and dtype).
+pub fn composed_masked_softmax(
+    scores: &Tensor,
+    scale: f64,
+    mask: Option<&AttnMask>,
+) -> candle_core::Result<Tensor> {
+    let mut s = (scores * scale)?;
+    if let Some(m) = mask {
+        let (b, g, rows, k) = s.dims4()?;
+        let t = Tensor::from_slice(&m.add, (m.batch, 1, 1, m.q_len, m.k_len), scores.device())?
+            .to_dtype(s.dtype())?;
+        s = s
+            .reshape((b, g, rows / m.q_len, m.q_len, k))?
+            .broadcast_add(&t)?
+            .reshape((b, g, rows, k))?;
+    }
+    candle_nn::ops::softmax(&s, candle_core::D::Minus1)
 }
 
 /// Rotary tables for [`rope`]: `cos`/`sin` rows of `dim` values for each (batch, position).
@@ -289,15 +305,8 @@ impl CustomOp1 for RopeOp {
 
 /// Rotary embedding of x (batch, len, heads, dim) with a backward pass (fused on CPU f32).
 pub fn rope(x: &Tensor, table: &RopeTable) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        let shape = (table.batch, table.len, 1, table.dim);
-        let cos = Tensor::from_slice(&table.cos, shape, x.device())?;
-        let sin = Tensor::from_slice(&table.sin, shape, x.device())?;
-        let d = table.dim;
-        let x1 = x.narrow(candle_core::D::Minus1, 0, d / 2)?;
-        let x2 = x.narrow(candle_core::D::Minus1, d / 2, d - d / 2)?;
-        let rot = Tensor::cat(&[&x2.neg()?, &x1], candle_core::D::Minus1)?;
-        return x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?;
+    if !fused(x) {
+        return composed_rope(x, table);
     }
     x.contiguous()?.apply_op1(RopeOp {
         table: table.clone(),
@@ -431,12 +440,22 @@ impl CustomOp2 for RmsNormBwdW {
 
 /// HF Qwen2RMSNorm with a backward pass (fused on CPU f32, composed elsewhere).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        let var = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let inv = (var + eps)?.sqrt()?.recip()?;
-        return x.broadcast_mul(&inv)?.broadcast_mul(w);
+    if !fused(x) || w.dtype() != DType::F32 {
+        return composed_rms_norm(x, w, eps);
     }
     x.contiguous()?.apply_op2(w, RmsNormOp { eps: eps as f32 })
+}
+
+/// [`rms_norm`] from primitive ops, as HF's Qwen2RMSNorm computes it in any dtype: statistics
+/// and normalisation in f32, back to the input's dtype, times the weight in that dtype.
+pub fn composed_rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let var = x32.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+    let inv = (var + eps)?.sqrt()?.recip()?;
+    x32.broadcast_mul(&inv)?
+        .to_dtype(dtype)?
+        .broadcast_mul(&w.to_dtype(dtype)?)
 }
 
 /// `silu(g) * u` element-wise, with gradients for both.
@@ -558,8 +577,8 @@ impl CustomOp2 for SwiGluBwdUp {
 
 /// `silu(gate) * up` with a backward pass (fused on CPU f32, composed elsewhere).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
-    if !gate.device().is_cpu() || gate.dtype() != DType::F32 || gate.shape() != up.shape() {
-        return gate.silu()? * up;
+    if !fused(gate) || up.dtype() != DType::F32 || gate.shape() != up.shape() {
+        return composed_swiglu(gate, up);
     }
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
 }
@@ -729,11 +748,8 @@ pub fn token_log_probs(
     targets: &[u32],
     temperature: f64,
 ) -> candle_core::Result<Tensor> {
-    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
-        let z = (logits / temperature)?;
-        let lp = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
-        let t = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
-        return lp.gather(&t, 1)?.squeeze(1);
+    if !fused(logits) {
+        return composed_token_log_probs(logits, targets, temperature);
     }
     logits.contiguous()?.apply_op1(TokenLogProb {
         targets: Arc::new(targets.to_vec()),
@@ -743,14 +759,48 @@ pub fn token_log_probs(
 
 /// Entropy of `softmax(logits / temperature)` per row: (rows).
 pub fn token_entropy(logits: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
-    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
-        let z = (logits / temperature)?;
-        let lp = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
-        return (lp.exp()? * &lp)?.sum(candle_core::D::Minus1)?.neg();
+    if !fused(logits) {
+        return composed_token_entropy(logits, temperature);
     }
     logits.contiguous()?.apply_op1(RowEntropy {
         inv_t: (1.0 / temperature) as f32,
     })
+}
+
+/// [`rope`] from primitive ops: `x * cos + rotate_half(x) * sin`, the tables in x's dtype.
+pub fn composed_rope(x: &Tensor, table: &RopeTable) -> candle_core::Result<Tensor> {
+    let shape = (table.batch, table.len, 1, table.dim);
+    let cos = Tensor::from_slice(&table.cos, shape, x.device())?.to_dtype(x.dtype())?;
+    let sin = Tensor::from_slice(&table.sin, shape, x.device())?.to_dtype(x.dtype())?;
+    let d = table.dim;
+    let x1 = x.narrow(candle_core::D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(candle_core::D::Minus1, d / 2, d - d / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], candle_core::D::Minus1)?;
+    x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?
+}
+
+/// [`swiglu`] from primitive ops.
+pub fn composed_swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    gate.silu()?.broadcast_mul(up)
+}
+
+/// [`token_log_probs`] from primitive ops, in f32 whatever the logits' dtype.
+pub fn composed_token_log_probs(
+    logits: &Tensor,
+    targets: &[u32],
+    temperature: f64,
+) -> candle_core::Result<Tensor> {
+    let z = (logits.to_dtype(DType::F32)? / temperature)?;
+    let lp = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
+    let t = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
+    lp.gather(&t, 1)?.squeeze(1)
+}
+
+/// [`token_entropy`] from primitive ops, in f32 whatever the logits' dtype.
+pub fn composed_token_entropy(logits: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    let z = (logits.to_dtype(DType::F32)? / temperature)?;
+    let lp = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
+    (lp.exp()? * &lp)?.sum(candle_core::D::Minus1)?.neg()
 }
 
 #[cfg(test)]
@@ -944,5 +994,157 @@ mod tests {
             .broadcast_mul(w.as_tensor())?;
         assert!(max_diff(&fused, &composed) < 1e-5);
         assert_same_grads(&fused, &composed, &up, &[&x, &w], 1e-4)
+    }
+    /// The composed forms are what CUDA and bf16 run: in f32 they equal the fused kernels
+    /// (forward and gradients); in bf16, computed from f32 vars cast down (f32 master weights,
+    /// bf16 compute), every var still gets its gradient, within bf16 rounding of the f32 one.
+    #[test]
+    fn composed_fallbacks_keep_their_gradients_in_f32_and_bf16() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, q, k) = (2, 3, 5, 7);
+        let x = Var::from_vec(rand(&[b, h, q, k], 21), (b, h, q, k), &dev)?;
+        let mask = AttnMask {
+            batch: b,
+            q_len: q,
+            k_len: k,
+            add: Arc::new(
+                (0..b * q * k)
+                    .map(|i| if i % 5 == 0 { -1e30 } else { 0.0 })
+                    .collect(),
+            ),
+        };
+        let (l, d) = (q, 8);
+        let xr = Var::from_vec(rand(&[b, l, h, d], 22), (b, l, h, d), &dev)?;
+        let angles = |p: usize, j: usize| (p as f32 + 1.0) * 0.3 / (j as f32 + 1.0);
+        let table = RopeTable {
+            batch: b,
+            len: l,
+            dim: d,
+            cos: Arc::new(
+                (0..b * l * d)
+                    .map(|i| angles(i / d, i % (d / 2)).cos())
+                    .collect(),
+            ),
+            sin: Arc::new(
+                (0..b * l * d)
+                    .map(|i| angles(i / d, i % (d / 2)).sin())
+                    .collect(),
+            ),
+        };
+        let w = Var::from_vec(rand(&[d], 23), d, &dev)?;
+        let g = Var::from_vec(rand(&[4, 9], 24), (4, 9), &dev)?;
+        let u = Var::from_vec(rand(&[4, 9], 25), (4, 9), &dev)?;
+        let z = Var::from_vec(rand(&[6, 37], 26), (6, 37), &dev)?;
+        let targets: Vec<u32> = (0..6).map(|i| (i * 7) % 37).collect();
+        type Op<'a> = Box<dyn Fn(DType, bool) -> candle_core::Result<Tensor> + 'a>;
+        let cast = |v: &Var, dt: DType| v.as_tensor().to_dtype(dt);
+        let ops: Vec<(&str, Vec<&Var>, Op)> = vec![
+            (
+                "masked_softmax",
+                vec![&x],
+                Box::new(|dt, c| {
+                    let s = cast(&x, dt)?;
+                    if c {
+                        composed_masked_softmax(&s, 0.25, Some(&mask))
+                    } else {
+                        masked_softmax(&s, 0.25, Some(&mask))
+                    }
+                }),
+            ),
+            (
+                "rope",
+                vec![&xr],
+                Box::new(|dt, c| {
+                    let s = cast(&xr, dt)?;
+                    if c {
+                        composed_rope(&s, &table)
+                    } else {
+                        rope(&s, &table)
+                    }
+                }),
+            ),
+            (
+                "rms_norm",
+                vec![&xr, &w],
+                Box::new(|dt, c| {
+                    let (s, ww) = (cast(&xr, dt)?, cast(&w, dt)?);
+                    if c {
+                        composed_rms_norm(&s, &ww, 1e-6)
+                    } else {
+                        rms_norm(&s, &ww, 1e-6)
+                    }
+                }),
+            ),
+            (
+                "swiglu",
+                vec![&g, &u],
+                Box::new(|dt, c| {
+                    let (gg, uu) = (cast(&g, dt)?, cast(&u, dt)?);
+                    if c {
+                        composed_swiglu(&gg, &uu)
+                    } else {
+                        swiglu(&gg, &uu)
+                    }
+                }),
+            ),
+            (
+                "token_log_probs",
+                vec![&z],
+                Box::new(|dt, c| {
+                    let s = cast(&z, dt)?;
+                    if c {
+                        composed_token_log_probs(&s, &targets, 0.7)
+                    } else {
+                        token_log_probs(&s, &targets, 0.7)
+                    }
+                }),
+            ),
+            (
+                "token_entropy",
+                vec![&z],
+                Box::new(|dt, c| {
+                    let s = cast(&z, dt)?;
+                    if c {
+                        composed_token_entropy(&s, 0.7)
+                    } else {
+                        token_entropy(&s, 0.7)
+                    }
+                }),
+            ),
+        ];
+        for (name, vars, op) in &ops {
+            let fused = op(DType::F32, false)?;
+            let composed = op(DType::F32, true)?;
+            let up = Tensor::from_vec(rand(fused.dims(), 27), fused.shape(), &dev)?;
+            assert!(
+                max_diff(&fused, &composed) < 1e-5,
+                "{name}: {}",
+                max_diff(&fused, &composed)
+            );
+            assert_same_grads(&fused, &composed, &up, vars, 1e-4)?;
+            // bf16 compute from f32 vars: gradients reach the f32 vars, close to the f32 ones.
+            let half = op(DType::BF16, false)?.to_dtype(DType::F32)?;
+            let scale = fused.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            assert!(
+                max_diff(&fused, &half) < 0.02 * scale,
+                "{name} bf16: {}",
+                max_diff(&fused, &half)
+            );
+            let g32 = (&fused * &up)?.sum_all()?.backward()?;
+            let g16 = (&half * &up)?.sum_all()?.backward()?;
+            for v in vars {
+                let (Some(a), Some(c)) = (g32.get(v.as_tensor()), g16.get(v.as_tensor())) else {
+                    panic!("{name}: no gradient in bf16");
+                };
+                assert_eq!(c.dtype(), DType::F32, "{name}: the master gradient is f32");
+                let gs = a.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-3);
+                assert!(
+                    max_diff(a, c) < 0.05 * gs,
+                    "{name} bf16 grad: {} of {gs}",
+                    max_diff(a, c)
+                );
+            }
+        }
+        Ok(())
     }
 }

@@ -47,9 +47,11 @@ impl Linear {
         let d_in = dims.last().copied().unwrap_or(0);
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         let x2 = x.reshape((rows, d_in))?;
-        let mut y = x2.matmul(&self.w.t()?)?;
+        // Weights follow the activations' dtype (f32 master weights, bf16 compute): a no-op in
+        // f32, and the cast's backward hands the gradient to the f32 weight.
+        let mut y = x2.matmul(&self.w.to_dtype(x.dtype())?.t()?)?;
         if let Some(b) = &self.b {
-            y = y.broadcast_add(b)?;
+            y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
         }
         let mut out = dims;
         if let Some(last) = out.last_mut() {
@@ -98,12 +100,19 @@ impl LayerNorm {
         })
     }
 
+    /// Statistics in f32 whatever the activations' dtype (as torch's layer norm computes them),
+    /// the affine part in the activations' dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
+        let y = xc
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
+        Ok(y.broadcast_mul(&self.w.to_dtype(dtype)?)?
+            .broadcast_add(&self.b.to_dtype(dtype)?)?)
     }
 }
 
@@ -121,13 +130,13 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 }
 
 /// Scaled dot-product attention over (batch, heads, len, head_dim) with an optional additive
-/// mask shared by the heads; softmax in f32.
+/// mask shared by the heads; softmax in f32, the products in the inputs' dtype.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttnMask>) -> Result<Tensor> {
     let d = q.dim(D::Minus1)?;
     let scale = 1.0 / (d as f64).sqrt();
     let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
     let probs = kernels::masked_softmax(&scores.to_dtype(DType::F32)?, scale, mask)?;
-    Ok(probs.matmul(&v.contiguous()?)?)
+    Ok(probs.to_dtype(v.dtype())?.matmul(&v.contiguous()?)?)
 }
 
 /// Gated MLP `down(silu(gate(x)) * up(x))`.

@@ -2,6 +2,8 @@
 //! loaded into candle,
 //! scored differentiably, sampled with a KV cache, trained with the PPO objective and saved back.
 //!
+//! - [`device`]: `cpu` / `cuda[:N]` / `auto` and the compute dtype (f32, or bf16 over f32
+//!   master weights).
 //! - [`config`]: `config.json` (flat Hub layout and transformers-5 nested layout).
 //! - [`weights`]: safetensors (single or sharded), trainable / frozen parameters, saving.
 //! - [`processor`], [`chat`], [`image`], [`resample`]: the input side: tokenizer, chat template
@@ -18,6 +20,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod factory;
 pub mod image;
@@ -38,6 +41,7 @@ pub mod weights;
 pub use candle_core as candle;
 pub use chat::ChatTemplate;
 pub use config::{Architecture, ModelConfig, TextConfig, VisionAct, VisionConfig};
+pub use device::{DeviceSpec, built_with_cuda, compute_dtype, device_name, open_device};
 pub use error::{PolicyError, Result};
 pub use factory::{
     TinyVlSpec, create_random_checkpoint, padded_vocab_size, read_tokenizer, sft_loss,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use shareflow_runtime::rng::DetRng;
 
 use super::config::{Architecture, ModelConfig};
@@ -24,6 +24,11 @@ pub struct LoadOptions {
     pub trainable: bool,
     /// Keep the vision tower frozen even when training.
     pub freeze_vision: bool,
+    /// The dtype of the forward pass. Parameters (and so gradients and optimizer state) stay
+    /// f32 whatever it is: with `BF16`, each weight is cast down where it is used and its
+    /// gradient flows back to the f32 master copy. Attention softmax, norms' statistics and
+    /// token log-probs are computed in f32. F32 (the default) or BF16.
+    pub compute_dtype: DType,
 }
 
 impl Default for LoadOptions {
@@ -31,6 +36,7 @@ impl Default for LoadOptions {
         Self {
             trainable: true,
             freeze_vision: false,
+            compute_dtype: DType::F32,
         }
     }
 }
@@ -130,11 +136,16 @@ enum Vision {
 
 impl Vision {
     /// Image features (image tokens, hidden) and the deepstack features (Qwen3-VL).
-    fn forward(&self, images: &[PixelValues], device: &Device) -> Result<(Tensor, Vec<Tensor>)> {
+    fn forward(
+        &self,
+        images: &[PixelValues],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         match self {
-            Self::Qwen2_5(v) => Ok((v.forward(images, device)?, Vec::new())),
+            Self::Qwen2_5(v) => Ok((v.forward(images, device, dtype)?, Vec::new())),
             Self::Qwen3(v) => {
-                let f = v.forward(images, device)?;
+                let f = v.forward(images, device, dtype)?;
                 Ok((f.main, f.deepstack))
             }
         }
@@ -149,6 +160,7 @@ pub struct PolicyModel {
     text: TextModel,
     vision: Option<Vision>,
     version: u64,
+    dtype: DType,
 }
 
 impl PolicyModel {
@@ -158,7 +170,24 @@ impl PolicyModel {
         let params = ParamStore::load(dir, device, |name| {
             opts.trainable && !(opts.freeze_vision && name.starts_with("visual."))
         })?;
-        Self::from_params(config, params)
+        Self::from_params(config, params)?.with_compute_dtype(opts.compute_dtype)
+    }
+
+    /// The same model computing its forward passes in `dtype` (F32 or BF16; see
+    /// [`LoadOptions::compute_dtype`]).
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::BF16) {
+            return Err(PolicyError::Input(format!(
+                "compute dtype {dtype:?} is not supported: use f32 or bf16"
+            )));
+        }
+        self.dtype = dtype;
+        Ok(self)
+    }
+
+    /// The dtype of the forward pass.
+    pub fn compute_dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Assembles a model over existing parameters.
@@ -189,6 +218,7 @@ impl PolicyModel {
             text,
             vision,
             version: 0,
+            dtype: DType::F32,
         })
     }
 
@@ -314,7 +344,7 @@ impl PolicyModel {
             }
         }
         let ids = Tensor::from_vec(flat.clone(), (b, l), &device)?;
-        let text = self.text.embed(&ids)?;
+        let text = self.text.embed(&ids)?.to_dtype(self.dtype)?;
         let all: Vec<PixelValues> = images.iter().flat_map(|x| x.iter().cloned()).collect();
         let tokens = self.visual_tokens();
         let is_placeholder = |p: usize, t: u32| {
@@ -365,7 +395,7 @@ impl PolicyModel {
                 )));
             }
         }
-        let (feats, deep) = vision.forward(&all, &device)?;
+        let (feats, deep) = vision.forward(&all, &device, self.dtype)?;
         let h = self.config.text.hidden_size;
         let combined = Tensor::cat(&[&text.reshape((b * l, h))?, &feats], 0)?;
         let mut next = (b * l) as u32;

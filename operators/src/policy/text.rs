@@ -315,9 +315,10 @@ impl TextModel {
         self.norm.forward(&h)
     }
 
-    /// LM-head logits of hidden states (any leading dims).
+    /// LM-head logits of hidden states (any leading dims), in f32 whatever the compute dtype
+    /// (log-probs and sampling need their precision).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(h)
+        Ok(self.lm_head.forward(h)?.to_dtype(candle_core::DType::F32)?)
     }
 }
 

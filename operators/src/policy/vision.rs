@@ -3,7 +3,7 @@
 //! most blocks, full in `fullatt_block_indexes`) and gated SiLU MLPs, and the patch merger that
 //! turns each 2x2 group of patches into one language-model token.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::VisionConfig;
 use super::error::{PolicyError, Result};
@@ -123,7 +123,8 @@ impl VisionModel {
 
     /// Image features, one row per language-model image token, images in order:
     /// (sum of llm_tokens, out_hidden_size).
-    pub fn forward(&self, images: &[PixelValues], device: &Device) -> Result<Tensor> {
+    /// Computed in `dtype` (the patches are cast to it).
+    pub fn forward(&self, images: &[PixelValues], device: &Device, dtype: DType) -> Result<Tensor> {
         let cfg = &self.cfg;
         let pd = cfg.patch_dim();
         let ms = cfg.spatial_merge_size;
@@ -137,7 +138,7 @@ impl VisionModel {
             order.extend((u * unit..(u + 1) * unit).map(|x| x as u32));
         }
         let order_t = Tensor::from_vec(order.clone(), n_patches, device)?;
-        let x = Tensor::from_vec(data, (n_patches, pd), device)?;
+        let x = Tensor::from_vec(data, (n_patches, pd), device)?.to_dtype(dtype)?;
         let mut h = self.patch.forward(&x)?.index_select(&order_t, 0)?;
         let table = self.rotary(&grids, &order);
         for (i, blk) in self.blocks.iter().enumerate() {

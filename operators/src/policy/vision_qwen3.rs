@@ -9,7 +9,7 @@
 //! and `vision_utils.py` (`get_vision_interpolation_indices_and_weights`, bilinear with
 //! `align_corners=True`). Checked against it by `operators/tests/qwen3_policy.rs`.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{VisionAct, VisionConfig};
 use super::error::{PolicyError, Result};
@@ -154,7 +154,13 @@ impl Qwen3VisionModel {
     }
 
     /// Image features and deepstack features of `images`, in order.
-    pub fn forward(&self, images: &[PixelValues], device: &Device) -> Result<VisionFeatures> {
+    /// Computed in `dtype` (the patches are cast to it).
+    pub fn forward(
+        &self,
+        images: &[PixelValues],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<VisionFeatures> {
         let cfg = &self.cfg;
         let pd = cfg.patch_dim();
         let ms = cfg.spatial_merge_size;
@@ -169,8 +175,9 @@ impl Qwen3VisionModel {
             }
         }
         let n_patches = data.len() / pd;
-        let x = Tensor::from_vec(data, (n_patches, pd), device)?;
-        let mut h = (self.patch.forward(&x)? + self.position_embeddings(&grids, device)?)?;
+        let x = Tensor::from_vec(data, (n_patches, pd), device)?.to_dtype(dtype)?;
+        let pos = self.position_embeddings(&grids, device)?.to_dtype(dtype)?;
+        let mut h = (self.patch.forward(&x)? + pos)?;
         let table = rotary_table(&grids, ms, &self.inv_freq, None);
         let mut deepstack = Vec::with_capacity(self.deepstack.len());
         for (i, blk) in self.blocks.iter().enumerate() {

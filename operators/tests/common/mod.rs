@@ -8,9 +8,24 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use shareflow_operators::policy::{PixelValues, load_pixel_values};
 
-/// `tests/golden/policy/` of the repository.
+/// `tests/golden/policy/` of the repository: the one this test was built in, or
+/// `$SHAREFLOW_REPO` (a test binary carried to another machine, e.g. by `scripts/gpu_check.sh`).
 pub fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy")
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/policy");
+    match std::env::var_os("SHAREFLOW_REPO") {
+        Some(repo) if !built.exists() => Path::new(&repo).join("tests/golden/policy"),
+        _ => built,
+    }
+}
+
+/// The device the policy tests run on: `$SHAREFLOW_TEST_DEVICE` (cpu, cuda, cuda:N; default
+/// cpu). `scripts/gpu_check.sh` runs the parity tests again with `cuda`, at the same tolerances.
+pub fn test_device() -> shareflow_operators::policy::candle::Device {
+    let spec = std::env::var("SHAREFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    match shareflow_operators::policy::open_device(&spec) {
+        Ok(d) => d,
+        Err(e) => panic!("SHAREFLOW_TEST_DEVICE={spec}: {e}"),
+    }
 }
 
 /// A JSON list of token ids.
