@@ -180,6 +180,21 @@ fn configuration_mistakes_are_clear_errors() {
     args.extend(["--graph".into(), "ppo".into()]);
     let (ok, _, err) = run(&args);
     assert!(!ok && err.contains("unknown graph"), "{err}");
+    for (set, want) in [
+        ("trainer.device=tpu", "expected cpu, cuda, cuda:N"),
+        ("trainer.dtype=f16", "expected f32, bf16 or auto"),
+    ] {
+        let mut args = tiny(&out, "bad");
+        args.extend(["--set".into(), set.into()]);
+        let (ok, _, err) = run(&args);
+        assert!(!ok && err.contains(want), "{set}: {err}");
+    }
+    if !shareflow_operators::policy::built_with_cuda() {
+        let mut args = tiny(&out, "bad");
+        args.extend(["--set".into(), "trainer.device=cuda".into()]);
+        let (ok, _, err) = run(&args);
+        assert!(!ok && err.contains("--features cuda"), "{err}");
+    }
     let (ok, stdout, _) = run(&["train".into(), "--list-config".into()]);
     assert!(
         ok && stdout.contains("worker.rollout.question_num = 2"),
@@ -253,5 +268,65 @@ fn qwen3_vl_checkpoint_trains() {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `trainer.dtype=bf16` (what a GPU run uses by default) on the CPU: the step computes in bf16,
+/// the master weights, their checkpoint and the optimizer state stay f32, the metrics are finite
+/// and the weights move.
+#[test]
+fn bf16_compute_trains_f32_master_weights() {
+    let dir = temp_dir("train-bf16");
+    let out = dir.to_string_lossy().into_owned();
+    let mut args = tiny(&out, "bf16");
+    args.extend([
+        "--set".into(),
+        "trainer.dtype=bf16".into(),
+        "--set".into(),
+        "trainer.device=cpu".into(),
+    ]);
+    let (ok, stdout, err) = run(&args);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(&stdout).expect("summary JSON on stdout");
+    assert_eq!(summary["policy_placement"]["dtype"], "bf16", "{summary}");
+    assert_eq!(summary["policy_placement"]["device"], "cpu", "{summary}");
+    let run_dir = dir.join("bf16");
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics");
+    for line in metrics.lines() {
+        let m: Value = serde_json::from_str(line).expect("JSON line");
+        for key in ["actor/pg_loss", "actor/grad_norm", "val/accuracy"] {
+            let v = m[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite(), "{key} = {}", m[key]);
+        }
+        assert!(m["actor/grad_norm"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
+    }
+    let dev = candle::Device::Cpu;
+    let start = common::root().join("assets/shapes-vl-tiny/model.safetensors");
+    let end = run_dir.join("checkpoints/step_2/model.safetensors");
+    let a = candle::safetensors::load(&start, &dev).expect("initial weights");
+    let b = candle::safetensors::load(&end, &dev).expect("trained weights");
+    let mut moved = 0;
+    for (name, t) in &a {
+        let u = &b[name];
+        assert_eq!(t.dtype(), u.dtype(), "{name}: saved dtype");
+        let d = (t.to_dtype(candle::DType::F32).expect("f32")
+            - u.to_dtype(candle::DType::F32).expect("f32"))
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("diff");
+        if d > 0.0 {
+            moved += 1;
+        }
+    }
+    assert!(
+        moved > a.len() / 2,
+        "only {moved} of {} tensors moved",
+        a.len()
+    );
+    let optim = candle::safetensors::load(
+        run_dir.join("checkpoints/step_2/optimizer.safetensors"),
+        &dev,
+    )
+    .expect("optimizer state");
+    assert!(optim.values().all(|t| t.dtype() == candle::DType::F32));
     let _ = std::fs::remove_dir_all(&dir);
 }

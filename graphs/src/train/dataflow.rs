@@ -312,12 +312,21 @@ pub fn run_graph(
             });
         })
         .map_err(|e| e.to_string())?;
-    let rollout_busy = rollout
+    let rollout = rollout
         .join()
-        .map_err(|_| "the rollout thread panicked".to_string())??;
-    let (model, optimizer, val_before, val_after, update_busy) = update
+        .map_err(|_| "the rollout thread panicked".to_string())?;
+    let update = update
         .join()
-        .map_err(|_| "the update thread panicked".to_string())??;
+        .map_err(|_| "the update thread panicked".to_string())?;
+    // When one thread fails, the other stops with "... thread stopped": report the cause.
+    let (rollout_busy, (model, optimizer, val_before, val_after, update_busy)) =
+        match (rollout, update) {
+            (Ok(r), Ok(u)) => (r, u),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+            (Err(r), Err(u)) => {
+                return Err(if u.ends_with("thread stopped") { r } else { u });
+            }
+        };
     let mut records = records.lock().map(|v| v.clone()).unwrap_or_default();
     records.sort_by_key(|r| r.step);
     if records.len() as u64 != end {

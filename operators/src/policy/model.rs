@@ -616,7 +616,7 @@ impl PolicyModel {
                 })
                 .collect();
             let ids = Tensor::from_vec(feed, (b, 1), &device)?;
-            let x = self.text.embed(&ids)?;
+            let x = self.text.embed(&ids)?.to_dtype(self.dtype)?;
             let rope = self.text.rope_tables(&pos)?;
             let mask = causal_mask(&valid, 1);
             let h = self
