@@ -4,6 +4,13 @@
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --bench policy [-- REPEATS] [rollout|train]
 //!
+//! The environment picks another checkpoint and placement (what `scripts/gpu_check.sh` runs on a
+//! GPU against `bench_torch.py --device cuda` on the same directory):
+//! `SHAREFLOW_BENCH_MODEL=DIR` (default the tiny fixture; DIR must hold the fixture's tokenizer,
+//! whose prompt ids the bench feeds), `SHAREFLOW_BENCH_DEVICE=cpu|cuda|cuda:N` and
+//! `SHAREFLOW_BENCH_DTYPE=f32|bf16|auto` (default cpu, f32). With `SHAREFLOW_BENCH_JSON=1` the
+//! last line is one JSON object of the figures.
+//!
 //! (a) rollout: one left-padded batch of 24 prompts (16 text-only, 8 with one image), 64 sampled
 //!     tokens each (temperature 1, top_p 0.99, no stop token) -> generated tokens/s;
 //! (b) one training step on 48 right-padded rows of about 100 tokens (16 with an image):
@@ -14,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
-use shareflow::operators::policy::candle::{Device, Tensor};
+use shareflow::operators::policy::candle::Tensor;
 use shareflow::operators::policy::{
     LoadOptions, OptimConfig, Optimizer, PixelValues, PolicyModel, SamplingParams, ScoreOptions,
-    Sequence, load_pixel_values,
+    Sequence, compute_dtype, device_name, load_pixel_values, open_device,
 };
 use shareflow::runtime::DetRng;
 
@@ -91,7 +98,19 @@ fn main() -> Res<()> {
         .skip(1)
         .find(|a| a == "rollout" || a == "train");
     let run = |what: &str| only.as_deref().is_none_or(|o| o == what);
-    let dir = golden().join("tiny-qwen2_5_vl");
+    let dir = std::env::var_os("SHAREFLOW_BENCH_MODEL")
+        .map_or_else(|| golden().join("tiny-qwen2_5_vl"), PathBuf::from);
+    let device = open_device(&std::env::var("SHAREFLOW_BENCH_DEVICE").unwrap_or("cpu".into()))?;
+    let dtype = compute_dtype(
+        &std::env::var("SHAREFLOW_BENCH_DTYPE").unwrap_or("f32".into()),
+        &device,
+    )?;
+    let json = std::env::var("SHAREFLOW_BENCH_JSON").is_ok_and(|v| v == "1");
+    let mut figures = serde_json::json!({
+        "model": dir.display().to_string(),
+        "device": device_name(&device),
+        "dtype": format!("{dtype:?}").to_lowercase(),
+    });
     let (text, with_image) = prompts()?;
     let no_images: Vec<PixelValues> = Vec::new();
 
@@ -99,11 +118,11 @@ fn main() -> Res<()> {
     if run("rollout") {
         let model = PolicyModel::load(
             &dir,
-            &Device::Cpu,
+            &device,
             LoadOptions {
                 trainable: false,
                 freeze_vision: false,
-                ..LoadOptions::default()
+                compute_dtype: dtype,
             },
         )?;
         let mut batch: Vec<(Vec<u32>, Vec<PixelValues>)> = Vec::new();
@@ -136,6 +155,7 @@ fn main() -> Res<()> {
                 .collect();
             let t0 = Instant::now();
             let out = model.generate(&refs, &params, &mut rngs)?;
+            device.synchronize()?;
             let dt = t0.elapsed().as_secs_f64();
             assert!(out.iter().all(|g| g.tokens.len() == 64));
             if r > 0 {
@@ -148,13 +168,22 @@ fn main() -> Res<()> {
             med,
             24.0 * 64.0 / med
         );
+        figures["rollout_median_s"] = med.into();
+        figures["rollout_tokens_per_s"] = (24.0 * 64.0 / med).into();
     }
 
     // (b) training step.
     if !run("train") {
+        if json {
+            println!("{figures}");
+        }
         return Ok(());
     }
-    let model = PolicyModel::load(&dir, &Device::Cpu, LoadOptions::default())?;
+    let opts = LoadOptions {
+        compute_dtype: dtype,
+        ..LoadOptions::default()
+    };
+    let model = PolicyModel::load(&dir, &device, opts)?;
     let mut rng = DetRng::from_seed(7);
     let mut rows: Vec<(Vec<u32>, usize, Vec<PixelValues>)> = Vec::new();
     let (mut ti, mut ii) = (0, 0);
@@ -181,7 +210,7 @@ fn main() -> Res<()> {
         })
         .collect();
     let adv: Vec<f32> = (0..48).map(|_| rng.normal() as f32).collect();
-    let adv = Tensor::from_vec(adv, (48, 1), &Device::Cpu)?;
+    let adv = Tensor::from_vec(adv, (48, 1), &device)?;
     let mut opt = Optimizer::new(model.trainable_vars(), OptimConfig::default())?;
     let total_tokens = seqs
         .iter()
@@ -196,6 +225,7 @@ fn main() -> Res<()> {
             for (c, chunk) in seqs.chunks(micro).enumerate() {
                 let tf = Instant::now();
                 let s = model.score(chunk, &ScoreOptions::default())?;
+                device.synchronize()?;
                 fwd.push(tf.elapsed().as_secs_f64());
                 let a = adv.narrow(0, c * micro, chunk.len())?;
                 // Token-level mean over the whole mini-batch, accumulated over micro-batches.
@@ -209,6 +239,7 @@ fn main() -> Res<()> {
                 acc.backward(&loss, 1.0)?;
             }
             opt.step(&acc.take())?;
+            device.synchronize()?;
             if r > 0 {
                 times.push(t0.elapsed().as_secs_f64());
             }
@@ -218,11 +249,15 @@ fn main() -> Res<()> {
             "train step: 48 rows (16 with an image), {:.1} tokens/row, micro-batches of {micro}: \
              {:.4} s median per step",
             tokens as f64 / 48.0,
-            median(times)
+            median(times.clone())
         );
+        figures[format!("train_step_s_micro{micro}")] = median(times).into();
         if micro == 48 {
             println!("  forward alone: {:.4} s median", median(fwd));
         }
+    }
+    if json {
+        println!("{figures}");
     }
     Ok(())
 }

@@ -231,6 +231,9 @@ fn sampler_log_probs_equal_scored_in(dtype: DType, tol: f32) -> TestResult {
     // The log-probs the sampler reports are those of the tempered distribution: scoring the same
     // response at the same temperature must give them back (KV-cache path vs full forward).
     let model = load_in("tiny-qwen2_5_vl", dtype)?;
+    // The published versions the rollout samples from compute as the live model does.
+    let model = model.snapshot()?;
+    assert_eq!(model.compute_dtype(), dtype);
     let pv = pixel_values()?;
     let prompt: Vec<u32> = cases()?
         .into_iter()

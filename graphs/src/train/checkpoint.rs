@@ -59,6 +59,9 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "trainer.output_dir",
     "trainer.stop_at_step",
     "trainer.val_freq",
+    // A run may move between machines (the weights are the same numbers; a resumed run then
+    // matches a straight one to the devices' rounding, bitwise only on the same device).
+    "trainer.device",
 ];
 
 const OPTIM_META: &str = "shareflow.optimizer";

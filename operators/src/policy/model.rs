@@ -252,6 +252,7 @@ impl PolicyModel {
     pub fn snapshot(&self) -> Result<Self> {
         let mut m = Self::from_params(self.config.clone(), self.params.snapshot()?)?;
         m.version = self.version;
+        m.dtype = self.dtype;
         Ok(m)
     }
 

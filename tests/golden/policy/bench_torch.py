@@ -13,6 +13,10 @@
     zero_grad -> seconds / step, median of --repeats steps after one warm-up step.
 
 Prints one JSON object.  float32, attn_implementation="eager", torch.set_num_threads(2).
+
+On a GPU (scripts/gpu_check.sh): --device cuda --dtype bfloat16 --dir DIR runs the same workload
+on another checkpoint directory holding this fixture's tokenizer and processor files (the
+Qwen2.5-VL-3B-shaped one gpu_check.sh makes), timing with torch.cuda.synchronize().
 """
 
 import argparse
@@ -84,9 +88,19 @@ def encode_rows(processor, prompts):
     return rows
 
 
+DEVICE = "cpu"
+
+
+def sync():
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def bench_rollout(model, processor, repeats, batch=24, n_img=8, new_tokens=64):
     prompts = build_prompts(batch, n_img)
-    enc = encode_batch(processor, prompts, "left")
+    enc = encode_batch(processor, prompts, "left").to(DEVICE)
+    if "pixel_values" in enc:
+        enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
     pad = processor.tokenizer.pad_token_id
     kw = dict(do_sample=True, temperature=1.0, top_p=0.99, top_k=0, min_new_tokens=new_tokens,
               max_new_tokens=new_tokens, pad_token_id=pad)
@@ -96,6 +110,7 @@ def bench_rollout(model, processor, repeats, batch=24, n_img=8, new_tokens=64):
         t0 = time.perf_counter()
         with torch.no_grad():
             out = model.generate(**enc, **kw)
+        sync()
         dt = time.perf_counter() - t0
         assert out.shape[1] - enc["input_ids"].shape[1] == new_tokens
         if r > 0:  # first run is the warm-up
@@ -140,6 +155,9 @@ def bench_train(model, processor, repeats, rows=48, n_img=16, target_len=100):
     mm = torch.zeros_like(input_ids)
     mm[input_ids == model.config.image_token_id] = 1
     adv = torch.randn((B, 1), generator=g).expand(B, L - 1)
+    input_ids, attn, resp_mask, mm, adv = (t.to(DEVICE) for t in (input_ids, attn, resp_mask, mm, adv))
+    if pixel_values is not None:
+        pixel_values, grid = pixel_values.to(DEVICE, model.dtype), grid.to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.999), weight_decay=1e-2)
     model.train()
 
@@ -157,6 +175,7 @@ def bench_train(model, processor, repeats, rows=48, n_img=16, target_len=100):
     for r in range(repeats + 1):
         t0 = time.perf_counter()
         step()
+        sync()
         dt = time.perf_counter() - t0
         if r > 0:
             times.append(dt)
@@ -179,13 +198,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default=os.path.join(HERE, "tiny-qwen2_5_vl"))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=THREADS)
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
+    global DEVICE
+    DEVICE = args.device
+    torch.set_num_threads(args.threads)
     os.chdir(HERE)  # image paths are relative to this folder
     processor, how = load_processor(args.dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.dir, dtype=torch.float32, attn_implementation="eager").eval()
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        args.dir, dtype=getattr(torch, args.dtype), attn_implementation="eager"
+    ).to(DEVICE).eval()
     res = {
-        "what": "PyTorch eager CPU baseline, tiny-qwen2_5_vl fixture",
+        "what": f"PyTorch eager baseline on {DEVICE} in {args.dtype}, {os.path.basename(os.path.normpath(args.dir))}",
+        "device": torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "cpu",
+        "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
