@@ -2,7 +2,7 @@
 # The GPU check, in one go, on a machine with one NVIDIA GPU, PyTorch (CUDA 13) and transformers,
 # and no cargo and no network. Build its binaries first, where cargo is:
 #
-#     scripts/build_gpu_check.sh                    # -> target/gpu-check/ (carried with the repo)
+#     scripts/build_gpu_check.sh     # -> target/gpu-check/ + target/gpu-check.tar.xz (36 MB: carry it)
 #     scripts/gpu_check.sh [--out FILE]             # on the GPU machine, from the repository root
 #
 # Dry run on a CPU-only machine (everything that does not need CUDA, on the tiny fixtures):
@@ -75,6 +75,10 @@ run_step() { # name timeout command...
     [[ $status == passed ]]
 }
 
+if [[ ! -d "$bin" && -f "$bin.tar.xz" ]]; then
+    say "unpacking $bin.tar.xz"
+    tar -C "$(dirname "$bin")" -xJf "$bin.tar.xz"
+fi
 for b in shareflow policy_parity policy_grad qwen3_policy video_policy bench_policy; do
     if [[ ! -x "$bin/$b" ]]; then
         echo "gpu_check.sh: $bin/$b missing: build it with scripts/build_gpu_check.sh$([[ $dry == 1 ]] && echo ' --cpu')" >&2
