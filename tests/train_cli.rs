@@ -91,6 +91,25 @@ fn share_grpo_run_writes_metrics_checkpoint_plot_and_summary() {
     for f in ["config.toml", "plot.png", "summary.json"] {
         assert!(run_dir.join(f).exists(), "{f} missing");
     }
+    // The TensorBoard event file (its bytes are checked against TensorBoard's own writer in
+    // src/tools/tensorboard.rs): every metric's tag is in it.
+    let events: Vec<_> = std::fs::read_dir(&run_dir)
+        .expect("run dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    assert_eq!(events.len(), 1, "one event file");
+    let bytes = std::fs::read(events[0].path()).expect("event file");
+    for tag in ["reward/overall", "actor/pg_loss", "val/accuracy"] {
+        assert!(
+            bytes.windows(tag.len()).any(|w| w == tag.as_bytes()),
+            "{tag} not in the event file"
+        );
+    }
     let ckpt = run_dir.join("checkpoints/step_2");
     for f in [
         "config.json",

@@ -7,6 +7,7 @@ pub mod data;
 pub mod jsonl;
 pub mod plot;
 pub mod score;
+pub mod tensorboard;
 pub mod train;
 
 use shareflow_operators::Issue;

@@ -221,6 +221,21 @@ pub fn train(
             .append(true)
             .open(&metrics_path)?,
     ));
+    let events = if config
+        .bool("trainer.tensorboard")
+        .map_err(anyhow::Error::msg)?
+    {
+        let mut w = super::tensorboard::EventWriter::create(&run_dir, super::tensorboard::now())
+            .map_err(|e| {
+                anyhow::anyhow!("{}: cannot write an event file: {e}", run_dir.display())
+            })?;
+        // Every attempt starts a session: TensorBoard ignores the first START of a run
+        // directory and, on a later one (a resume), drops the earlier attempts' steps from it on.
+        w.session_start(first_step + 1, super::tensorboard::now())?;
+        Some(Arc::new(Mutex::new(w)))
+    } else {
+        None
+    };
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -241,6 +256,14 @@ pub fn train(
         let line = metrics_line(r);
         if let Ok(mut f) = sink.lock() {
             let _ = writeln!(f, "{line}");
+        }
+        if let Some(w) = &events
+            && let Ok(mut w) = w.lock()
+        {
+            let scalars = super::tensorboard::scalars_of(&line);
+            if let Err(e) = w.scalars(r.step + 1, super::tensorboard::now(), &scalars) {
+                tracing::warn!("{}: {e}", w.path().display());
+            }
         }
         let val = r
             .val_accuracy

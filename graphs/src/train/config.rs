@@ -334,6 +334,12 @@ pub fn keys() -> Vec<KeyDef> {
             "run seed: every random choice derives from it",
         ),
         k(
+            "trainer.tensorboard",
+            Value::Boolean(true),
+            "also write the metrics as a TensorBoard event file in the run directory \
+             (`tensorboard --logdir OUTPUT_DIR`); metrics.jsonl is written either way",
+        ),
+        k(
             "trainer.device",
             s("auto"),
             "where the policy runs: cpu, cuda (GPU 0), cuda:N, or auto (GPU 0 when the binary \
