@@ -170,11 +170,13 @@ impl PolicyModel {
         let params = ParamStore::load(dir, device, |name| {
             opts.trainable && !(opts.freeze_vision && name.starts_with("visual."))
         })?;
+        let params = params.frozen_in(opts.compute_dtype)?;
         Self::from_params(config, params)?.with_compute_dtype(opts.compute_dtype)
     }
 
     /// The same model computing its forward passes in `dtype` (F32 or BF16; see
-    /// [`LoadOptions::compute_dtype`]).
+    /// [`LoadOptions::compute_dtype`]). Its frozen weights keep their dtype (f32 unless loaded
+    /// with that compute dtype): a cast at each use.
     pub fn with_compute_dtype(mut self, dtype: DType) -> Result<Self> {
         if !matches!(dtype, DType::F32 | DType::BF16) {
             return Err(PolicyError::Input(format!(
@@ -250,7 +252,8 @@ impl PolicyModel {
 
     /// An immutable copy of the current weights (an optimizer step on `self` leaves it alone).
     pub fn snapshot(&self) -> Result<Self> {
-        let mut m = Self::from_params(self.config.clone(), self.params.snapshot()?)?;
+        let params = self.params.snapshot()?.frozen_in(self.dtype)?;
+        let mut m = Self::from_params(self.config.clone(), params)?;
         m.version = self.version;
         m.dtype = self.dtype;
         Ok(m)

@@ -342,6 +342,21 @@ impl ParamStore {
         })
     }
 
+    /// The same store with its frozen tensors (not the trainable ones) in `dtype`: a model
+    /// computing in bf16 keeps what it never trains (a published rollout version, an inference
+    /// or reference model, a frozen vision tower) in bf16 once, instead of casting every weight
+    /// at every forward pass (every sampled token). Trainable ones stay f32 master weights.
+    pub fn frozen_in(mut self, dtype: DType) -> Result<Self> {
+        for p in self.params.values_mut() {
+            if let Param::Frozen(t) = p
+                && t.dtype() != dtype
+            {
+                *t = t.to_dtype(dtype)?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Writes the weights as safetensors under their checkpoint names and dtype, sharded by
     /// `max_shard_bytes` like `save_pretrained` (one `model.safetensors` when they fit). Each
     /// tensor is converted and written on its own, so saving needs one tensor of memory beyond
