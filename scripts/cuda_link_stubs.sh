@@ -16,9 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$(pwd)/target/cuda-stubs"
 mkdir -p "$out"
-cudarc="$(cargo metadata --format-version 1 --locked --features cuda 2>/dev/null | python3 -c '
+cudarc="$( (cargo metadata --format-version 1 --locked --features cuda 2>/dev/null || true) | python3 -c '
 import json, os, sys
-for p in json.load(sys.stdin)["packages"]:
+try:
+    packages = json.load(sys.stdin)["packages"]
+except ValueError:
+    packages = []
+for p in packages:
     if p["name"] == "cudarc":
         print(os.path.dirname(p["manifest_path"]))
         break')"

@@ -9,7 +9,7 @@
 #
 #     scripts/build_gpu_check.sh --cpu && scripts/gpu_check.sh --dry-run
 #
-# Steps (each under its own time limit, 570 s in all: the whole fits in 10 minutes):
+# Steps (each under its own time limit, and all under one budget of 540 s, GPU_CHECK_BUDGET_S):
 #   1. parity: the policy parity tests (tiny Qwen2 / Qwen2.5-VL / Qwen3 / Qwen3-VL fixtures against
 #      transformers' goldens) on the GPU: f32 at the CPU tolerances (log-probs 1e-4 absolute,
 #      gradients 1e-3 of each tensor's largest), bf16 at bf16's (as close to the f32 goldens as
@@ -29,7 +29,9 @@ out_file="${OUT:+$OUT/}gpu_check.json"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --dry-run) dry=1 ;;
-        --out) out_file="$2"; shift ;;
+        --out)
+            [[ $# -ge 2 ]] || { echo "gpu_check.sh: --out needs a file" >&2; exit 2; }
+            out_file="$2"; shift ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -57,11 +59,47 @@ except Exception:
 print(json.dumps({"step": name, "status": status, "seconds": float(secs), "result": payload}))
 EOF
 }
+write_out() { # the figures so far, as one JSON file; `write_out final` also prints a summary
+"$python" - "$results" "$out_file" "${1:-}" <<'EOF'
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1])]
+by = {s["step"]: s for s in steps}
+def get(step, *path):
+    x = by.get(step, {}).get("result")
+    for p in path:
+        x = x.get(p) if isinstance(x, dict) else None
+    return x
+ratios = {}
+t_roll, s_roll = get("torch_eager", "rollout", "generated_tokens_per_s"), get("shareflow_bench", "rollout_tokens_per_s")
+if t_roll and s_roll:
+    ratios["rollout_tokens_per_s_shareflow_over_transformers"] = round(s_roll / t_roll, 3)
+t_step, s_step = get("torch_eager", "train_step", "median_seconds_per_step"), get("shareflow_bench", "train_step_s_micro48")
+if t_step and s_step:
+    ratios["train_step_speedup_shareflow_over_pytorch"] = round(t_step / s_step, 3)
+doc = {"all_passed": all(s["status"] == "passed" for s in steps), "ratios": ratios, "steps": steps}
+json.dump(doc, open(sys.argv[2], "w"), indent=1)
+if sys.argv[3] == "final":
+    print(json.dumps({"all_passed": doc["all_passed"], "ratios": ratios,
+                      "statuses": {s["step"]: s["status"] for s in steps}}, indent=1))
+EOF
+}
+# One deadline for the whole check (the device tool allows 600 s a command): each step gets at
+# most its own limit and what is left before the deadline, and the figures file is rewritten
+# after every step, so a check cut short still leaves what it measured.
+deadline=$((SECONDS + ${GPU_CHECK_BUDGET_S:-540}))
 run_step() { # name timeout command...
     local name="$1" limit="$2"; shift 2
+    local left=$((deadline - SECONDS - 15))
+    if (( left < 5 )); then
+        say "== $name: skipped, the check's time budget is spent"
+        record "$name" "skipped (time budget)" 0 null
+        write_out
+        return 1
+    fi
+    (( limit > left )) && limit=$left
     say "== $name (limit ${limit}s): $*"
     local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" > "$work/$name.out" 2> "$work/$name.err"
+    timeout --kill-after=5 "$limit" "$@" > "$work/$name.out" 2> "$work/$name.err"
     local rc=$?
     cat "$work/$name.out" "$work/$name.err" >> "$log"
     local status=passed
@@ -72,6 +110,7 @@ run_step() { # name timeout command...
     payload="$(tail -n 1 "$work/$name.out" 2>/dev/null)"
     [[ -z "$payload" || "${payload:0:1}" != "{" ]] && payload="$(tail -c 3000 "$work/$name.err")"
     record "$name" "$status" "$((SECONDS - t0))" "$payload"
+    write_out
     [[ $status == passed ]]
 }
 
@@ -104,6 +143,19 @@ EOF
 )"
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >> "$log" 2>&1
+    # Fail fast, before minutes of set-up, when the binaries cannot start here.
+    missing="$(ldd "$bin/shareflow" 2>&1 | grep 'not found' || true)"
+    if [[ -n "$missing" ]]; then
+        echo "gpu_check.sh: $bin/shareflow cannot start: $missing" >&2
+        echo "  (it needs the NVIDIA driver's libcuda.so.1 and CUDA 13's cuBLAS, cuRAND, NVRTC and" >&2
+        echo "   cudart: a PyTorch CUDA 13 install; LD_LIBRARY_PATH was set to: $LD_LIBRARY_PATH)" >&2
+        exit 2
+    fi
+    torch_cuda="$("$python" -c 'import torch; print(torch.version.cuda or "")')"
+    if [[ "$torch_cuda" != 13* ]]; then
+        echo "gpu_check.sh: PyTorch here is built for CUDA '$torch_cuda'; the check needs CUDA 13" >&2
+        exit 2
+    fi
 fi
 env_json="$("$python" -c "
 import json, platform, torch, transformers
@@ -125,10 +177,12 @@ if [[ $dry == 1 ]]; then
     shrink=(--set num_hidden_layers=1 --set vision_config.depth=1 --set 'vision_config.fullatt_block_indexes=[0]' --set vocab_size=448)
     bench_dir="$repo/tests/golden/policy/tiny-qwen2_5_vl"
     repeats=1
+    train_sets=(--set trainer.total_steps=2 --set data.val_size=16)
 else
     shrink=()
     bench_dir="$shaped"
     repeats=3
+    train_sets=(--set trainer.total_steps=3 --set data.val_size=64)
 fi
 run_step shaped_checkpoint 90 "$python" scripts/gpu_shaped_checkpoint.py --out "$shaped" \
     --device "$torch_device" "${shrink[@]}" || ok=0
@@ -157,9 +211,8 @@ SHAREFLOW_BENCH_MODEL="$bench_dir" SHAREFLOW_BENCH_DEVICE=$device SHAREFLOW_BENC
     SHAREFLOW_BENCH_JSON=1 run_step shareflow_bench 120 "$bin/bench_policy" "$repeats" || ok=0
 
 # 5. The embedded task, a few steps on the device.
-run_step train_embedded 60 "$bin/shareflow" train --quiet \
-    --set trainer.device=$device --set trainer.dtype=$dtype \
-    --set trainer.total_steps=3 --set data.val_size=64 --set trainer.val_freq=0 \
+run_step train_embedded 90 "$bin/shareflow" train --quiet \
+    --set trainer.device=$device --set trainer.dtype=$dtype "${train_sets[@]}" --set trainer.val_freq=0 \
     --set trainer.output_dir="$work/runs" --set trainer.experiment_name=gpu-check || ok=0
 # The summary is pretty-printed JSON on stdout.
 "$python" - "$work/train_embedded.out" "$results" <<'EOF' || true
@@ -175,27 +228,7 @@ for l in lines:
 open(sys.argv[2], "w").write("".join(json.dumps(l) + "\n" for l in lines))
 EOF
 
-"$python" - "$results" "$out_file" <<'EOF'
-import json, sys
-steps = [json.loads(l) for l in open(sys.argv[1])]
-by = {s["step"]: s for s in steps}
-def get(step, *path):
-    x = by.get(step, {}).get("result")
-    for p in path:
-        x = x.get(p) if isinstance(x, dict) else None
-    return x
-ratios = {}
-t_roll, s_roll = get("torch_eager", "rollout", "generated_tokens_per_s"), get("shareflow_bench", "rollout_tokens_per_s")
-if t_roll and s_roll:
-    ratios["rollout_tokens_per_s_shareflow_over_transformers"] = round(s_roll / t_roll, 3)
-t_step, s_step = get("torch_eager", "train_step", "median_seconds_per_step"), get("shareflow_bench", "train_step_s_micro48")
-if t_step and s_step:
-    ratios["train_step_speedup_shareflow_over_pytorch"] = round(t_step / s_step, 3)
-doc = {"all_passed": all(s["status"] == "passed" for s in steps), "ratios": ratios, "steps": steps}
-json.dump(doc, open(sys.argv[2], "w"), indent=1)
-print(json.dumps({"all_passed": doc["all_passed"], "ratios": ratios,
-                  "statuses": {s["step"]: s["status"] for s in steps}}, indent=1))
-EOF
+write_out final
 say "figures in $out_file, log in $log"
 rm -rf "$work"
 [[ $ok == 1 ]]

@@ -293,7 +293,7 @@ fn sampler_log_probs_equal_scored_in(dtype: DType, tol: f32) -> TestResult {
 /// differences from the f32 golden are at most twice transformers' bf16 ones plus 0.02 nats
 /// (transformers' bf16: worst 0.18 / 0.26 nats on these tiny models), unpadded and in a padded
 /// batch. A dropped term or a wrong cast shows as errors far above bf16 rounding. Measured on
-/// CPU: worst 0.26 / 0.23, mean 0.070 / 0.051 (transformers: mean 0.053 / 0.054).
+/// CPU: worst 0.26 / 0.23, mean 0.070 / 0.050 (transformers: mean 0.053 / 0.054).
 #[test]
 #[allow(clippy::print_stderr)]
 fn bf16_log_probs_are_as_close_to_f32_as_transformers_bf16() -> TestResult {

@@ -62,6 +62,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     // A run may move between machines (the weights are the same numbers; a resumed run then
     // matches a straight one to the devices' rounding, bitwise only on the same device).
     "trainer.device",
+    "trainer.tensorboard",
 ];
 
 const OPTIM_META: &str = "shareflow.optimizer";

@@ -2,11 +2,17 @@
 //! `bf16` or `auto` (the values of `trainer.device` / `trainer.dtype` and of the policy CLI's
 //! `--device` / `--dtype`).
 //!
-//! CUDA needs a binary built with the `cuda` cargo feature (candle's CUDA backend; the driver
-//! and CUDA libraries are loaded at run time). `auto` picks GPU 0 when the binary has CUDA and a
-//! GPU answers, else the CPU; the dtype `auto` is bf16 on a GPU (f32 master weights and optimizer
-//! state, see [`super::LoadOptions::compute_dtype`]) and f32 on the CPU, where candle's bf16
-//! kernels are slower than its f32 ones.
+//! CUDA needs a binary built with the `cuda` cargo feature (candle's CUDA backend). Such a binary
+//! is linked against the driver's `libcuda.so.1` and CUDA 13's libraries and does not start
+//! without them. `auto` picks GPU 0 when the binary has CUDA and the GPU opens, else the CPU; the
+//! dtype `auto` is bf16 on a GPU (f32 master weights and optimizer state, see
+//! [`super::LoadOptions::compute_dtype`]) and f32 on the CPU, where candle's bf16 kernels are
+//! slower than its f32 ones.
+//!
+//! A GPU is opened with one CUDA stream shared by every thread (candle's default is a stream per
+//! thread, unsynchronised between threads): the training graph loads the policy on one thread,
+//! publishes weight snapshots from the update thread and samples from them on the rollout
+//! thread, and one stream keeps that work in the order the channels hand it over.
 
 use candle_core::{DType, Device};
 
@@ -61,17 +67,16 @@ impl DeviceSpec {
                          device cpu"
                     )));
                 }
-                Device::new_cuda(n).map_err(|e| {
+                Device::new_cuda_with_stream(n).map_err(|e| {
                     PolicyError::Input(format!(
-                        "device cuda:{n} cannot be opened ({e}); check `nvidia-smi`, that the \
-                         CUDA 13 libraries (libcudart, libcublas, libcublasLt, libcurand, \
-                         libnvrtc) are on LD_LIBRARY_PATH, and the GPU ordinal"
+                        "device cuda:{n} cannot be opened ({e}); check `nvidia-smi` and the GPU \
+                         ordinal"
                     ))
                 })
             }
             Self::Auto => {
                 if built_with_cuda()
-                    && let Ok(d) = Device::new_cuda(0)
+                    && let Ok(d) = Device::new_cuda_with_stream(0)
                 {
                     return Ok(d);
                 }

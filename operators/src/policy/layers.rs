@@ -100,19 +100,18 @@ impl LayerNorm {
         })
     }
 
-    /// Statistics in f32 whatever the activations' dtype (as torch's layer norm computes them),
-    /// the affine part in the activations' dtype.
+    /// In f32 whatever the activations' dtype, rounded to it at the end (as torch's layer norm
+    /// computes a bf16 input).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .to_dtype(dtype)?;
-        Ok(y.broadcast_mul(&self.w.to_dtype(dtype)?)?
-            .broadcast_add(&self.b.to_dtype(dtype)?)?)
+        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(y.broadcast_mul(&self.w.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.b.to_dtype(DType::F32)?)?
+            .to_dtype(dtype)?)
     }
 }
 

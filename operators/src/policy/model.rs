@@ -170,7 +170,13 @@ impl PolicyModel {
         let params = ParamStore::load(dir, device, |name| {
             opts.trainable && !(opts.freeze_vision && name.starts_with("visual."))
         })?;
-        let params = params.frozen_in(opts.compute_dtype)?;
+        // An inference load keeps its weights in the compute dtype. A training load keeps its
+        // frozen ones (a frozen vision tower) f32, as they are saved back into checkpoints.
+        let params = if opts.trainable {
+            params
+        } else {
+            params.frozen_in(opts.compute_dtype)?
+        };
         Self::from_params(config, params)?.with_compute_dtype(opts.compute_dtype)
     }
 

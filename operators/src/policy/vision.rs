@@ -245,8 +245,15 @@ pub(crate) fn vision_attention(
     let qkv = qkv.forward(x)?.reshape((n, 3, heads, hd))?;
     let part =
         |i: usize| -> Result<Tensor> { Ok(qkv.narrow(1, i, 1)?.reshape((1, n, heads, hd))?) };
-    let q = rope(&part(0)?, table)?.squeeze(0)?;
-    let k = rope(&part(1)?, table)?.squeeze(0)?;
+    // Rotary in f32 whatever the compute dtype, as HF's `apply_rotary_pos_emb_vision` does.
+    let dtype = x.dtype();
+    let rot = |t: Tensor| -> Result<Tensor> {
+        Ok(rope(&t.to_dtype(DType::F32)?, table)?
+            .to_dtype(dtype)?
+            .squeeze(0)?)
+    };
+    let q = rot(part(0)?)?;
+    let k = rot(part(1)?)?;
     let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
     let out = segmented_attention(&q, &k, &v, cu)?.reshape((n, heads * hd))?;
     proj.forward(&out)

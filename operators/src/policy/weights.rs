@@ -343,9 +343,9 @@ impl ParamStore {
     }
 
     /// The same store with its frozen tensors (not the trainable ones) in `dtype`: a model
-    /// computing in bf16 keeps what it never trains (a published rollout version, an inference
-    /// or reference model, a frozen vision tower) in bf16 once, instead of casting every weight
-    /// at every forward pass (every sampled token). Trainable ones stay f32 master weights.
+    /// computing in bf16 keeps what it never trains or saves (a published rollout version, an
+    /// inference or reference model) in bf16 once, instead of casting every weight at every
+    /// forward pass (every sampled token). Trainable ones stay f32 master weights.
     pub fn frozen_in(mut self, dtype: DType) -> Result<Self> {
         for p in self.params.values_mut() {
             if let Param::Frozen(t) = p

@@ -16,10 +16,13 @@ Prints one JSON object.  float32, attn_implementation="eager", torch.set_num_thr
 
 On a GPU (scripts/gpu_check.sh): --device cuda --dtype bfloat16 --dir DIR runs the same workload
 on another checkpoint directory holding this fixture's tokenizer and processor files (the
-Qwen2.5-VL-3B-shaped one gpu_check.sh makes), timing with torch.cuda.synchronize().
+Qwen2.5-VL-3B-shaped one gpu_check.sh makes), timing with torch.cuda.synchronize(). bfloat16 is
+mixed precision, as shareflow's `trainer.dtype=bf16`: f32 weights and f32 AdamW state, the
+forward (and generate) under torch.autocast(bfloat16); the log-softmax in f32.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -89,6 +92,13 @@ def encode_rows(processor, prompts):
 
 
 DEVICE = "cpu"
+AUTOCAST = None  # torch.autocast dtype for the forward passes, or None
+
+
+def autocast():
+    if AUTOCAST is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=DEVICE.split(":")[0], dtype=AUTOCAST)
 
 
 def sync():
@@ -99,8 +109,7 @@ def sync():
 def bench_rollout(model, processor, repeats, batch=24, n_img=8, new_tokens=64):
     prompts = build_prompts(batch, n_img)
     enc = encode_batch(processor, prompts, "left").to(DEVICE)
-    if "pixel_values" in enc:
-        enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
+
     pad = processor.tokenizer.pad_token_id
     kw = dict(do_sample=True, temperature=1.0, top_p=0.99, top_k=0, min_new_tokens=new_tokens,
               max_new_tokens=new_tokens, pad_token_id=pad)
@@ -108,7 +117,7 @@ def bench_rollout(model, processor, repeats, batch=24, n_img=8, new_tokens=64):
     for r in range(repeats + 1):
         torch.manual_seed(1000 + r)
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             out = model.generate(**enc, **kw)
         sync()
         dt = time.perf_counter() - t0
@@ -157,12 +166,13 @@ def bench_train(model, processor, repeats, rows=48, n_img=16, target_len=100):
     adv = torch.randn((B, 1), generator=g).expand(B, L - 1)
     input_ids, attn, resp_mask, mm, adv = (t.to(DEVICE) for t in (input_ids, attn, resp_mask, mm, adv))
     if pixel_values is not None:
-        pixel_values, grid = pixel_values.to(DEVICE, model.dtype), grid.to(DEVICE)
+        pixel_values, grid = pixel_values.to(DEVICE), grid.to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.999), weight_decay=1e-2)
     model.train()
 
     def step():
-        out = model(input_ids=input_ids, attention_mask=attn, pixel_values=pixel_values, image_grid_thw=grid,
+        with autocast():
+            out = model(input_ids=input_ids, attention_mask=attn, pixel_values=pixel_values, image_grid_thw=grid,
                     mm_token_type_ids=mm, use_cache=False)
         logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         loss = -(logp * adv * resp_mask).sum() / resp_mask.sum()
@@ -202,13 +212,14 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=THREADS)
     args = ap.parse_args()
-    global DEVICE
+    global DEVICE, AUTOCAST
     DEVICE = args.device
+    AUTOCAST = torch.bfloat16 if args.dtype == "bfloat16" else None
     torch.set_num_threads(args.threads)
     os.chdir(HERE)  # image paths are relative to this folder
     processor, how = load_processor(args.dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        args.dir, dtype=getattr(torch, args.dtype), attn_implementation="eager"
+        args.dir, dtype=torch.float32, attn_implementation="eager"
     ).to(DEVICE).eval()
     res = {
         "what": f"PyTorch eager baseline on {DEVICE} in {args.dtype}, {os.path.basename(os.path.normpath(args.dir))}",
