@@ -83,6 +83,21 @@ if sys.argv[3] == "final":
                       "statuses": {s["step"]: s["status"] for s in steps}}, indent=1))
 EOF
 }
+whole_json() { # step: its result is all of its stdout (a pretty-printed JSON document)
+"$python" - "$work/$1.out" "$results" "$1" <<'EOF' || true
+import json, sys
+try:
+    doc = json.load(open(sys.argv[1]))
+except Exception:
+    sys.exit(0)
+lines = [json.loads(l) for l in open(sys.argv[2])]
+for l in lines:
+    if l["step"] == sys.argv[3]:
+        l["result"] = doc
+open(sys.argv[2], "w").write("".join(json.dumps(l) + "\n" for l in lines))
+EOF
+write_out
+}
 # One deadline for the whole check (the device tool allows 600 s a command): each step gets at
 # most its own limit and what is left before the deadline, and the figures file is rewritten
 # after every step, so a check cut short still leaves what it measured.
@@ -195,18 +210,7 @@ run_step shaped_checkpoint_loads 30 "$bin/shareflow" logprobs --model "$shaped" 
 run_step torch_eager 90 "$python" tests/golden/policy/bench_torch.py --dir "$bench_dir" \
     --device "$torch_device" --dtype "$torch_dtype" --repeats "$repeats" || ok=0
 # bench_torch.py prints indented JSON: keep it whole.
-"$python" - "$work/torch_eager.out" "$results" <<'EOF' || true
-import json, sys
-try:
-    doc = json.load(open(sys.argv[1]))
-except Exception:
-    sys.exit(0)
-lines = [json.loads(l) for l in open(sys.argv[2])]
-for l in lines:
-    if l["step"] == "torch_eager":
-        l["result"] = doc
-open(sys.argv[2], "w").write("".join(json.dumps(l) + "\n" for l in lines))
-EOF
+whole_json torch_eager
 SHAREFLOW_BENCH_MODEL="$bench_dir" SHAREFLOW_BENCH_DEVICE=$device SHAREFLOW_BENCH_DTYPE=$dtype \
     SHAREFLOW_BENCH_JSON=1 run_step shareflow_bench 120 "$bin/bench_policy" "$repeats" || ok=0
 
@@ -215,18 +219,7 @@ run_step train_embedded 90 "$bin/shareflow" train --quiet \
     --set trainer.device=$device --set trainer.dtype=$dtype "${train_sets[@]}" --set trainer.val_freq=0 \
     --set trainer.output_dir="$work/runs" --set trainer.experiment_name=gpu-check || ok=0
 # The summary is pretty-printed JSON on stdout.
-"$python" - "$work/train_embedded.out" "$results" <<'EOF' || true
-import json, sys
-try:
-    doc = json.load(open(sys.argv[1]))
-except Exception:
-    sys.exit(0)
-lines = [json.loads(l) for l in open(sys.argv[2])]
-for l in lines:
-    if l["step"] == "train_embedded":
-        l["result"] = doc
-open(sys.argv[2], "w").write("".join(json.dumps(l) + "\n" for l in lines))
-EOF
+whole_json train_embedded
 
 write_out final
 say "figures in $out_file, log in $log"

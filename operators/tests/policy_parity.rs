@@ -64,6 +64,18 @@ struct Case {
     rope: Option<Value>,
 }
 
+/// The cases as one batch of sequences to score.
+fn sequences<'a>(cases: &[&'a Case]) -> Vec<Sequence<'a>> {
+    cases
+        .iter()
+        .map(|c| Sequence {
+            ids: &c.seq,
+            prompt_len: c.prompt_len,
+            images: &c.images,
+        })
+        .collect()
+}
+
 fn cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     let golden = read_json("cases.json")?;
     let pv = pixel_values()?;
@@ -116,14 +128,7 @@ fn log_probs_match_transformers_unpadded_and_batched() -> TestResult {
             worst = worst.max(d);
         }
         // One right-padded batch of all cases of the model.
-        let batch: Vec<Sequence<'_>> = mine
-            .iter()
-            .map(|c| Sequence {
-                ids: &c.seq,
-                prompt_len: c.prompt_len,
-                images: &c.images,
-            })
-            .collect();
+        let batch = sequences(&mine);
         let scores = model.score(&batch, &opts)?;
         for (i, c) in mine.iter().enumerate() {
             let d = max_abs_diff(&scores.row(i)?, &c.want);
@@ -302,14 +307,7 @@ fn bf16_log_probs_are_as_close_to_f32_as_transformers_bf16() -> TestResult {
     for model_name in ["tiny-qwen2", "tiny-qwen2_5_vl"] {
         let model = load_in(model_name, DType::BF16)?;
         let mine: Vec<&Case> = cases.iter().filter(|c| c.model == model_name).collect();
-        let batch: Vec<Sequence<'_>> = mine
-            .iter()
-            .map(|c| Sequence {
-                ids: &c.seq,
-                prompt_len: c.prompt_len,
-                images: &c.images,
-            })
-            .collect();
+        let batch = sequences(&mine);
         let scores = model.score(&batch, &ScoreOptions::default())?;
         // (worst, sum, count) of |ours - f32| and of |transformers bf16 - f32|.
         let (mut ours, mut theirs) = ((0f32, 0f32, 0usize), (0f32, 0f32, 0usize));
