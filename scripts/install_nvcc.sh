@@ -6,7 +6,7 @@
 #     cargo build --release --features cuda
 #
 # The wheels pinned in scripts/cuda-toolchain.txt go into a virtual environment at
-# ${SHAREFLOW_NVCC_VENV:-$HOME/.cache/shareflow/nvcc} (about 330 MB). The script prints, on stdout,
+# ${SHAREFLOW_NVCC_VENV:-$HOME/.cache/shareflow/nvcc} (about 300 MB). The script prints, on stdout,
 # the environment the build needs:
 #   CUDA_HOME        the wheels' CUDA root (nvcc, headers, libcudart for linking),
 #   PATH             with its bin/ first (cudarc asks `nvcc --version` for the CUDA version),
