@@ -4,7 +4,9 @@
 //!
 //!     cargo run --release --example custom_reward [-- STEPS]
 
-use shareflow::graphs::train::{Config, GraphKind, Settings, Start, run_graph, scored};
+use shareflow::graphs::train::{
+    Config, GraphBuilder, GraphKind, Settings, Start, run_graph, scored,
+};
 use shareflow::graphs::{Estimator, advantage_stage};
 use shareflow::operators::policy::candle::Device;
 use shareflow::operators::policy::{LoadOptions, Optimizer, Policy};
@@ -46,10 +48,6 @@ fn main() -> anyhow::Result<()> {
         Settings::from_config(&config, GraphKind::ShareGrpo).map_err(anyhow::Error::msg)?;
     let policy = Policy::load(&dir, &Device::Cpu, LoadOptions::default())?;
     let optimizer = Optimizer::new(policy.model.trainable_vars(), settings.optim)?;
-    let shape = GroupShape {
-        m: settings.m as u32,
-        n: settings.n as u32,
-    };
     let outcome = run_graph(
         &settings,
         policy,
@@ -64,16 +62,29 @@ fn main() -> anyhow::Result<()> {
             );
         },
         |_| Ok(()),
-        move |responses| {
+        |g: &mut GraphBuilder<'_>| {
+            let (m, n) = (g.settings().m, g.settings().n);
+            let shape = GroupShape {
+                m: m as u32,
+                n: n as u32,
+            };
+            let seeds = g.seeds();
+            let variants = g.expand(seeds);
+            let prompts = g.encode(variants)?;
+            let (responses, reports) = g.rollout(prompts.clone())?;
+            // The user's reward, in place of the stock `score_math`.
             let scored = responses.map(|x| {
                 let (overall, format, accuracy) = my_reward(&x.response, &x.ground_truth);
                 scored(x.payload, overall, format, accuracy)
             });
-            advantage_stage(
+            let (rows, issues) = advantage_stage(
                 scored,
                 Estimator::ShareGrpo(StdConvention::Reference),
                 Some(shape),
-            )
+            );
+            g.warn_issues(issues);
+            let ready = g.old_log_probs(rows, prompts, Some(m * m * n))?;
+            g.update(ready, reports)
         },
     )
     .map_err(anyhow::Error::msg)?;

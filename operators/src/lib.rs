@@ -13,22 +13,34 @@
 
 pub mod advantage;
 pub mod data;
+pub mod encode;
+pub mod expand;
 pub mod normalize_global;
 pub mod normalize_grpo;
 pub mod normalize_local;
+pub mod old_log_probs;
+pub mod policy_store;
+pub mod policy_update;
 pub mod records;
 pub mod reward;
 pub mod rl;
+pub mod rollout;
 pub mod score;
 pub mod share;
 pub mod task;
 
 pub use advantage::StdConvention;
+pub use encode::{EncodePrompts, PromptEncoder, PromptItem};
+pub use expand::{ExpandVariants, SeedItem, VariantItem, seed_key};
 pub use normalize_global::NormalizeGlobal;
 pub use normalize_grpo::NormalizeGrpo;
 pub use normalize_local::NormalizeLocal;
+pub use old_log_probs::{OldLogProbScorer, ReadyRow, ResponseTokens, ScoreOldLogProbs};
+pub use policy_store::PolicyStore;
+pub use policy_update::{PolicyUpdate, PolicyUpdater, UpdateContext, UpdateSettings};
 pub use records::{Advantaged, GroupShape, Issue, LocalAdvantaged, Scored, SeedGroup, TrainRow};
 pub use reward::{RewardRule, RewardScore};
+pub use rollout::{Rollout, RolloutReport, Sampled, Sampler};
 pub use score::{ScoreResponses, ScoredText, ToScore};
 pub use share::{ShareAcrossVariants, share_rows};
 pub mod policy;

@@ -204,23 +204,94 @@ pub fn ppo_update_with_reference(
             "ppo_update: mini- and micro-batch sizes must be positive".into(),
         ));
     }
-    let device = model.device().clone();
-    // Old log-probs, micro-batch by micro-batch, without a gradient.
-    let mut old: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
     let refs: Vec<&UpdateRow> = rows.iter().collect();
-    let mut ref_lp: Vec<Vec<f32>> = Vec::new();
-    for chunk in refs.chunks(cfg.micro_batch_rows) {
+    let lp = old_log_probs(model, reference, &refs, cfg)?;
+    ppo_update_prepared(model, opt, rows, &lp, cfg, rng)
+}
+
+/// The log-probs a PPO update needs before its first mini-batch, one vector per row: the policy's
+/// own (`old`, under the weights the update starts from) and, with a KL loss, the reference
+/// policy's (`reference`; empty without one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OldLogProbs {
+    pub old: Vec<Vec<f32>>,
+    pub reference: Vec<Vec<f32>>,
+}
+
+impl OldLogProbs {
+    /// Appends another batch of rows' log-probs.
+    pub fn extend(&mut self, other: OldLogProbs) {
+        self.old.extend(other.old);
+        self.reference.extend(other.reference);
+    }
+}
+
+/// Old (and reference) log-probs of `rows`, micro-batch by micro-batch
+/// (`cfg.micro_batch_rows`), without a gradient, at `cfg.temperature`. The micro-batches pad to
+/// their longest row, so the figures depend on how rows are batched: the stock graphs score each
+/// seed's rows (canonical order) on their own, as soon as the seed is complete.
+pub fn old_log_probs(
+    model: &PolicyModel,
+    reference: Option<&PolicyModel>,
+    rows: &[&UpdateRow],
+    cfg: &UpdateConfig,
+) -> Result<OldLogProbs> {
+    if cfg.micro_batch_rows == 0 {
+        return Err(PolicyError::Input(
+            "old_log_probs: the micro-batch size must be positive".into(),
+        ));
+    }
+    let mut out = OldLogProbs {
+        old: Vec::with_capacity(rows.len()),
+        reference: Vec::new(),
+    };
+    for chunk in rows.chunks(cfg.micro_batch_rows) {
         let s = score_rows(model, chunk, cfg.temperature)?;
         for b in 0..chunk.len() {
-            old.push(s.row(b)?);
+            out.old.push(s.row(b)?);
         }
         if let Some(r) = reference {
             let s = score_rows(r, chunk, cfg.temperature)?;
             for b in 0..chunk.len() {
-                ref_lp.push(s.row(b)?);
+                out.reference.push(s.row(b)?);
             }
         }
     }
+    Ok(out)
+}
+
+/// The PPO update of one step given its rows' [`OldLogProbs`] (row by row; the reference's
+/// exactly when `cfg.ppo.kl` is set): `ppo_epochs` passes of mini-batches, as
+/// [`ppo_update_with_reference`] describes.
+pub fn ppo_update_prepared(
+    model: &PolicyModel,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    lp: &OldLogProbs,
+    cfg: &UpdateConfig,
+    rng: &mut DetRng,
+) -> Result<UpdateStats> {
+    if rows.is_empty() {
+        return Ok(UpdateStats::default());
+    }
+    if cfg.mini_batch_rows == 0 || cfg.micro_batch_rows == 0 {
+        return Err(PolicyError::Input(
+            "ppo_update: mini- and micro-batch sizes must be positive".into(),
+        ));
+    }
+    let want_ref = if cfg.ppo.kl.is_some() { rows.len() } else { 0 };
+    if lp.old.len() != rows.len() || lp.reference.len() != want_ref {
+        return Err(PolicyError::Input(format!(
+            "ppo_update: {} rows but {} old and {} reference log-prob rows (expected {want_ref})",
+            rows.len(),
+            lp.old.len(),
+            lp.reference.len()
+        )));
+    }
+    let reference = cfg.ppo.kl.is_some().then_some(());
+    let old = &lp.old;
+    let ref_lp = &lp.reference;
+    let device = model.device().clone();
     let padded = |src: &[Vec<f32>], micro: &[usize], t: usize| -> Result<Tensor> {
         let mut flat = Vec::with_capacity(micro.len() * t);
         for &r in micro {
@@ -248,9 +319,9 @@ pub fn ppo_update_with_reference(
                 let s = score_rows(model, &mrows, cfg.temperature)?;
                 let t = s.log_probs.dim(1)?;
                 let adv: Vec<f32> = micro.iter().map(|&r| rows[r].advantage as f32).collect();
-                let old_t = padded(&old, micro, t)?;
+                let old_t = padded(old, micro, t)?;
                 let ref_t = match reference {
-                    Some(_) => Some(padded(&ref_lp, micro, t)?),
+                    Some(_) => Some(padded(ref_lp, micro, t)?),
                     None => None,
                 };
                 let adv_t = Tensor::from_vec(adv, micro.len(), &device)?;

@@ -7,6 +7,8 @@
 //!   (size known), and at the step's frontier emit or report whatever is left — never hang, never
 //!   emit a partial group silently;
 //! - [`driver::StepDriver`]: bounded in-flight steps (probe-based backpressure);
+//! - [`stage`]: heavy stages as operators whose work runs on a thread of their own, group by
+//!   group as groups complete;
 //! - [`versions`]: a feedback edge that carries policy-version tokens from the end of the graph back
 //!   to an earlier operator with a configurable lag (the bound on policy staleness);
 //! - [`cluster::ClusterConfig`]: worker threads and multi-process TCP clusters;
@@ -24,6 +26,7 @@ pub mod map_step;
 pub mod metrics;
 pub mod offload;
 pub mod rng;
+pub mod stage;
 pub mod versions;
 
 pub use cluster::ClusterConfig;

@@ -353,7 +353,8 @@ pub fn train(
     let val_after = outcome.records.last().and_then(|r| r.val_accuracy);
     let busy_rollout = outcome.rollout_busy;
     let busy_update = outcome.update_busy;
-    let sum_busy = busy_rollout + busy_update;
+    let busy_old = outcome.old_log_prob_busy;
+    let sum_busy = busy_rollout + busy_update + busy_old;
     let summary = json!({
         "graph": graph.name(),
         "data": {
@@ -374,10 +375,11 @@ pub fn train(
         "wall_seconds": outcome.wall,
         "rollout_busy_seconds": busy_rollout,
         "update_busy_seconds": busy_update,
+        "old_log_prob_busy_seconds": busy_old,
         // 1.0: stages fully serial (wall = sum of busy times); closer to the slowest stage's
         // share means they overlapped.
         "wall_over_busy_sum": if sum_busy > 0.0 { outcome.wall / sum_busy } else { 0.0 },
-        "slowest_stage_over_wall": if outcome.wall > 0.0 { busy_rollout.max(busy_update) / outcome.wall } else { 0.0 },
+        "slowest_stage_over_wall": if outcome.wall > 0.0 { busy_rollout.max(busy_update).max(busy_old) / outcome.wall } else { 0.0 },
         "checkpoint": run_dir.join("checkpoints").join(format!("step_{}", outcome.records.len())),
         "metrics": metrics_path,
         "plot": run_dir.join("plot.png"),

@@ -1,43 +1,52 @@
-//! The training graph as a timely dataflow (DESIGN: records, pipelining and policy versions):
+//! The training graph as a timely dataflow of operators (DESIGN: records, pipelining and policy
+//! versions). Every stage is a public operator of `shareflow-operators`; [`GraphBuilder`] wires
+//! them to a run's policy, data, checkpoints and metrics, and a graph is a function that walks
+//! the data through them (the stock ones are in [`crate::share_grpo`]):
 //!
 //! ```text
-//! seeds --> [rollout: variant expansion + sampling, own thread] --ToScore--> [reward] --Scored-->
-//!   [local norm] --> [global norm] --> [share across variants] --TrainRow--> [update: old
-//!   log-probs + PPO + AdamW, own thread] --StepRecord--> metrics
-//!                 ^                                                 |
-//!                 '--------- published policy versions (weights) ---'
+//! seeds -> [expand variants] -> [encode prompts*] -> [rollout*] -> [reward] -> [local norm]
+//!   -> [global norm] -> [share across variants] -> [old log-probs*] -> [loss + AdamW*] -> records
+//!                                     ^                                         |
+//!                                     '---- policy versions (feedback edge) ----'
 //! ```
 //!
-//! Rollout and update run on threads of their own (fed through [`offload_step`]); the reward and
-//! advantage operators are ordinary timely operators on every worker. The update thread publishes
-//! an immutable snapshot of the weights after each step; the rollout of step t uses exactly
-//! version `max(0, t - max_staleness)`: with staleness 0 this is the synchronous on-policy loop
-//! (bit-identical to [`super::steps::run_sequential`]); with 1 the rollout of step t+1 runs while
-//! step t trains, and the run is still deterministic.
+//! Stages marked * run on threads of their own (the async-operator pattern of
+//! [`shareflow_runtime::stage`]), seed by seed as each seed's input is complete, so that a seed's
+//! old log-probs are computed while other seeds are still sampling. The optimizer publishes each
+//! version's immutable snapshot to a [`PolicyStore`] and its token travels the feedback edge with
+//! lag `1 + max_staleness`: the rollout of step t uses exactly version `max(0, t -
+//! max_staleness)`. With staleness 0 this is the synchronous on-policy loop (bit-identical to
+//! [`super::steps::run_sequential`]); with 1 the rollout of step t+1 runs while step t trains, and
+//! the run is still deterministic.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle, Stream};
+use timely::dataflow::{InputHandle, ProbeHandle, Scope, Stream};
 
 use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel, Processor};
+use shareflow_operators::policy_update::UpdateSettings;
 use shareflow_operators::reward::RewardRule;
-use shareflow_operators::rl::{PromptInput, UpdateRow, rollout_seed};
-use shareflow_operators::{GroupShape, Issue, ScoreResponses, Scored, ToScore, TrainRow};
-use shareflow_runtime::offload::{OffloadEnds, StepJob, StepReply, offload_step};
-use shareflow_runtime::{ClusterConfig, Step, StepDriver};
+use shareflow_operators::{
+    EncodePrompts, ExpandVariants, Issue, OldLogProbScorer, PolicyStore, PolicyUpdate,
+    PolicyUpdater, PromptEncoder, PromptItem, ReadyRow, ResponseTokens, Rollout, RolloutReport,
+    Sampler, ScoreOldLogProbs, ScoreResponses, Scored, SeedItem, ToScore, TrainRow, UpdateContext,
+    VariantItem,
+};
+use shareflow_runtime::stage::{Failure, StageThread};
+use shareflow_runtime::{
+    ClusterConfig, PolicyVersion, Step, StepDriver, VersionLoop, VersionPublish, version_loop,
+};
 
 use super::checkpoint::{Resume, Start, TrainState};
 use super::steps::{
-    Graded, GraphKind, Settings, StepRecord, evaluate, prompt_of, rollout_stats, update_step,
-    variants_of,
+    Graded, GraphKind, Settings, StepRecord, evaluate, prompt_of, rollout_stats, variants_of,
 };
-use crate::advantages::{Estimator, advantage_stage};
+use crate::advantages::Estimator;
 
 /// A seed question of a step: its position in the step and its position in the training source
 /// (see [`super::data`]).
@@ -65,16 +74,14 @@ pub struct RespPayload {
     pub overall: f64,
     pub format: f64,
     pub accuracy: f64,
+    /// The response's tokens (the loss scores them).
+    pub tokens: Vec<u32>,
 }
 
-/// Side data the rollout thread hands the update thread: each seed's prompts and responses.
-struct StepTable {
-    step: Step,
-    prompts: BTreeMap<u32, Vec<PromptInput>>,
-    responses: BTreeMap<(u32, u32, u32), Arc<Vec<u32>>>,
-    rollout_seconds: f64,
-    generated_tokens: usize,
-    version: u64,
+impl ResponseTokens for RespPayload {
+    fn response_tokens(&self) -> &[u32] {
+        &self.tokens
+    }
 }
 
 /// What a training run produced.
@@ -85,9 +92,11 @@ pub struct Outcome {
     pub val_after: Option<(f64, f64)>,
     pub model: PolicyModel,
     pub optimizer: Optimizer,
-    /// Seconds the rollout and update threads were busy, and the wall time of the steps.
+    /// Seconds the rollout and update stages were busy, and the wall time of the steps.
     pub rollout_busy: f64,
     pub update_busy: f64,
+    /// Seconds the old-log-prob stage was busy (0 for SFT).
+    pub old_log_prob_busy: f64,
     pub wall: f64,
 }
 
@@ -95,10 +104,19 @@ fn err(e: PolicyError) -> String {
     e.to_string()
 }
 
-/// Runs the graph from `start` (a fresh run, or a state restored from a checkpoint, and where
-/// to stop). `on_record` sees every new step's record as it completes (progress, metrics file);
-/// `on_save` gets the training state at save steps (every `save_freq` steps), at the stop step
-/// and at the end (e.g. [`super::Checkpointer::save`]).
+/// A stock graph function.
+type StockGraph = for<'s> fn(&mut GraphBuilder<'s>) -> GraphResult<'s>;
+
+/// What a graph function returns: the records of [`GraphBuilder::update`].
+pub type GraphResult<'s> = Result<Stream<'s, Step, Vec<StepRecord>>, String>;
+
+/// A checkpoint writer (see [`run_dataflow`]'s `on_save`).
+type OnSave = Box<dyn FnMut(&TrainState<'_>) -> Result<(), String> + Send>;
+
+/// Runs the stock graph of `s.graph` from `start` (a fresh run, or a state restored from a
+/// checkpoint, and where to stop). `on_record` sees every new step's record as it completes
+/// (progress, metrics file); `on_save` gets the training state at save steps (every `save_freq`
+/// steps), at the stop step and at the end (e.g. [`super::Checkpointer::save`]).
 pub fn run_dataflow(
     s: &Settings,
     policy: Policy,
@@ -107,30 +125,23 @@ pub fn run_dataflow(
     on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
     on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
 ) -> Result<Outcome, String> {
-    if s.graph == GraphKind::Sft {
-        return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
-    }
-    let estimator = match s.graph {
+    let graph: StockGraph = match s.graph {
+        GraphKind::ShareGrpo => crate::share_grpo::share_grpo,
+        GraphKind::Grpo => crate::share_grpo::grpo,
+        GraphKind::Sft => {
+            return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
+        }
+    };
+    run_graph(s, policy, optimizer, start, on_record, on_save, graph)
+}
+
+/// The advantage estimator the settings ask for (`algorithm.local_advantage`, `algorithm.std`).
+pub fn estimator(s: &Settings) -> Estimator {
+    match s.graph {
         GraphKind::ShareGrpo if s.local_advantage => Estimator::ShareGrpo(s.convention),
         GraphKind::ShareGrpo => Estimator::ShareGrpoGlobalOnly(s.convention),
         _ => Estimator::Grpo,
-    };
-    let shape = GroupShape {
-        m: s.m as u32,
-        n: s.n as u32,
-    };
-    run_graph(
-        s,
-        policy,
-        optimizer,
-        start,
-        on_record,
-        on_save,
-        move |responses| {
-            let scored = score_math(responses);
-            advantage_stage(scored, estimator, Some(shape))
-        },
-    )
+    }
 }
 
 /// The stock reward stage: the `math` rule, with each response's reward components kept in its
@@ -167,40 +178,333 @@ pub fn scored(
 impl RespPayload {
     /// The group key of the response's seed question (its position in the step).
     pub fn seed_key(&self) -> String {
-        format!("{:06}", self.b)
+        shareflow_operators::seed_key(self.b)
     }
 }
 
-/// The part of a training graph between rollout and update, which users rearrange: responses
-/// (text + ground truth) in, training rows and issues out.
-pub trait Middle:
-    for<'s> Fn(
-        Stream<'s, Step, Vec<ToScore<RespPayload>>>,
-    ) -> (
-        Stream<'s, Step, Vec<TrainRow<RespPayload>>>,
-        Stream<'s, Step, Vec<Issue>>,
-    ) + Send
-    + Sync
-    + 'static
+/// A training graph: on every worker, walks the data from [`GraphBuilder::seeds`] through
+/// operators to [`GraphBuilder::update`], whose records it returns (see [`crate::share_grpo`]).
+pub trait TrainGraph:
+    for<'s> Fn(&mut GraphBuilder<'s>) -> GraphResult<'s> + Send + Sync + 'static
 {
 }
 
-impl<F> Middle for F where
-    F: for<'s> Fn(
-            Stream<'s, Step, Vec<ToScore<RespPayload>>>,
-        ) -> (
-            Stream<'s, Step, Vec<TrainRow<RespPayload>>>,
-            Stream<'s, Step, Vec<Issue>>,
-        ) + Send
-        + Sync
-        + 'static
+impl<F> TrainGraph for F where
+    F: for<'s> Fn(&mut GraphBuilder<'s>) -> GraphResult<'s> + Send + Sync + 'static
 {
 }
 
-/// Runs a training graph whose reward and advantage part is `middle` (see [`run_dataflow`] for
-/// the stock one): seeds -> rollout thread -> `middle` -> update thread -> records, with policy
-/// versions fed back from update to rollout. `start`, `on_record` and `on_save` as for
-/// [`run_dataflow`].
+/// What the stages of a run own on worker 0 (taken once).
+struct Parts {
+    model: PolicyModel,
+    optimizer: Optimizer,
+    reference: Option<PolicyModel>,
+    on_save: OnSave,
+    history: Vec<StepRecord>,
+    val_before: Option<(f64, f64)>,
+    end: Step,
+}
+
+type StockUpdater = PolicyUpdater<RespPayload, RolloutReport, StepRecord>;
+
+/// The stage threads of a run, joined at its end.
+#[derive(Default)]
+struct Joins {
+    encode: Vec<StageThread<PromptEncoder>>,
+    rollout: Vec<StageThread<Sampler>>,
+    old_log_probs: Vec<StageThread<OldLogProbScorer>>,
+    update: Vec<StageThread<StockUpdater>>,
+}
+
+/// The operators of a training run, bound to its settings, policy, data, checkpoints and metrics.
+/// A graph function gets one on every worker and calls its methods in the data's order (the
+/// stock graphs in [`crate::share_grpo`] show the walk). Between them, any public operator
+/// (reward rules, normalisations, filters, a user's own) transforms the streams. The heavy
+/// stages run on worker 0; the other workers take part in the exchanges between them.
+pub struct GraphBuilder<'scope> {
+    settings: Arc<Settings>,
+    seeds: Stream<'scope, Step, Vec<SeedItem>>,
+    versions: Stream<'scope, Step, Vec<PolicyVersion>>,
+    version_loop: Option<VersionLoop<'scope>>,
+    failure: Failure,
+    store: PolicyStore,
+    processor: Arc<Processor>,
+    parts: Option<Parts>,
+    joins: Arc<Mutex<Joins>>,
+    val_after: Arc<Mutex<Option<(f64, f64)>>>,
+}
+
+impl std::fmt::Debug for GraphBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphBuilder")
+            .field("graph", &self.settings.graph)
+            .finish_non_exhaustive()
+    }
+}
+
+fn push<T>(joins: &Mutex<Joins>, thread: Option<T>, slot: impl FnOnce(&mut Joins) -> &mut Vec<T>) {
+    if let (Some(t), Ok(mut j)) = (thread, joins.lock()) {
+        slot(&mut j).push(t);
+    }
+}
+
+impl<'scope> GraphBuilder<'scope> {
+    /// The run's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The run's failure flag (a user's stage can stop the run with a clear error).
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
+    /// The seed questions of each step (`data.rollout_batch_size` of them, in training-source
+    /// order; on worker 0).
+    pub fn seeds(&self) -> Stream<'scope, Step, Vec<SeedItem>> {
+        self.seeds.clone()
+    }
+
+    /// Variant expansion as the run's graph kind asks: Share-GRPO's m variants (rewrites and
+    /// compensated visual transforms at `worker.rollout.transform_prob`), or the original question
+    /// alone. A graph with its own expansion calls [`ExpandVariants::expand_variants`] instead.
+    pub fn expand(
+        &self,
+        seeds: Stream<'scope, Step, Vec<SeedItem>>,
+    ) -> Stream<'scope, Step, Vec<VariantItem>> {
+        let s = Arc::clone(&self.settings);
+        seeds.expand_variants(move |step, seed| variants_of(&s, seed, step))
+    }
+
+    /// The variants each seed has (m; 1 for GRPO).
+    pub fn variants_per_seed(&self) -> usize {
+        self.settings.m
+    }
+
+    /// Prompt encoding with the checkpoint's processor, `data.max_prompt_length` and
+    /// `data.truncation`.
+    pub fn encode(
+        &mut self,
+        variants: Stream<'scope, Step, Vec<VariantItem>>,
+    ) -> Result<Stream<'scope, Step, Vec<PromptItem>>, String> {
+        let encoder = self.parts.as_ref().map(|_| {
+            let s = Arc::clone(&self.settings);
+            let processor = Arc::clone(&self.processor);
+            PromptEncoder::new(move |v| prompt_of(&s, &processor, v).map_err(|e| e.to_string()))
+        });
+        let (prompts, thread) =
+            variants.encode_prompts(encoder, Some(self.variants_per_seed()), &self.failure)?;
+        push(&self.joins, thread, |j| &mut j.encode);
+        Ok(prompts)
+    }
+
+    /// Rollout: `worker.rollout.n` responses per variant at the run's sampling settings, with
+    /// the version `trainer.max_staleness` allows. Returns the responses, ready for a reward
+    /// stage, and the step reports [`GraphBuilder::update`] wants.
+    #[allow(clippy::type_complexity)]
+    pub fn rollout(
+        &mut self,
+        prompts: Stream<'scope, Step, Vec<PromptItem>>,
+    ) -> Result<
+        (
+            Stream<'scope, Step, Vec<ToScore<RespPayload>>>,
+            Stream<'scope, Step, Vec<RolloutReport>>,
+        ),
+        String,
+    > {
+        let s = &self.settings;
+        let sampler = self.parts.as_ref().map(|_| {
+            let mut params = s.sampling.clone();
+            params.stop = self.processor.eos_ids();
+            let processor = Arc::clone(&self.processor);
+            Sampler::new(
+                self.store.clone(),
+                self.failure.clone(),
+                s.n,
+                params,
+                s.run_seed,
+                s.max_staleness as u64,
+                move |tokens| processor.decode(tokens, true).map_err(|e| e.to_string()),
+            )
+        });
+        let (responses, reports, thread) = prompts.rollout(
+            self.versions.clone(),
+            sampler,
+            Some(self.variants_per_seed()),
+            &self.failure,
+        )?;
+        push(&self.joins, thread, |j| &mut j.rollout);
+        let responses = responses.map(|r| ToScore {
+            response: r.text,
+            ground_truth: r.answer,
+            payload: RespPayload {
+                b: r.b,
+                variant: r.variant,
+                sample: r.sample,
+                length: r.tokens.len() as u32,
+                overall: 0.0,
+                format: 0.0,
+                accuracy: 0.0,
+                tokens: r.tokens,
+            },
+        });
+        Ok((responses, reports))
+    }
+
+    /// Logs the issues (dropped groups with the reason) as warnings.
+    pub fn warn_issues(&self, issues: Stream<'scope, Step, Vec<Issue>>) {
+        issues.inspect(|i| tracing::warn!("{i}"));
+    }
+
+    /// Old log-probs (and the KL reference's) of each row, seed by seed; `rows_per_seed`, when
+    /// the graph knows it (no filter in between), lets a seed go as soon as its rows are there.
+    pub fn old_log_probs(
+        &mut self,
+        rows: Stream<'scope, Step, Vec<TrainRow<RespPayload>>>,
+        prompts: Stream<'scope, Step, Vec<PromptItem>>,
+        rows_per_seed: Option<usize>,
+    ) -> Result<Stream<'scope, Step, Vec<ReadyRow<RespPayload>>>, String> {
+        let scorer = match &mut self.parts {
+            Some(p) => Some(OldLogProbScorer::new(
+                self.store.clone(),
+                p.reference.take(),
+                self.settings.update.clone(),
+                self.failure.clone(),
+            )?),
+            None => None,
+        };
+        let (ready, thread) = rows.old_log_probs(
+            prompts,
+            scorer,
+            rows_per_seed,
+            Some(self.variants_per_seed()),
+            &self.failure,
+        )?;
+        push(&self.joins, thread, |j| &mut j.old_log_probs);
+        Ok(ready)
+    }
+
+    /// The PPO loss and AdamW (`worker.actor.*`), then the step's record: rollout statistics
+    /// from the rows' rewards, the update's statistics, evaluation at `trainer.val_freq`,
+    /// checkpoints at `trainer.save_freq`. Closes the policy-version feedback edge. Call once.
+    pub fn update(
+        &mut self,
+        rows: Stream<'scope, Step, Vec<ReadyRow<RespPayload>>>,
+        reports: Stream<'scope, Step, Vec<RolloutReport>>,
+    ) -> Result<Stream<'scope, Step, Vec<StepRecord>>, String> {
+        let Some(versions) = self.version_loop.take() else {
+            return Err("GraphBuilder::update may be called once per graph".into());
+        };
+        let updater = self.parts.take().map(|p| self.stock_updater(p));
+        let (records, thread) =
+            rows.policy_update(reports, self.seeds.clone(), updater, &self.failure)?;
+        push(&self.joins, thread, |j| &mut j.update);
+        records.clone().publish_versions(versions);
+        Ok(records)
+    }
+
+    fn stock_updater(&self, p: Parts) -> StockUpdater {
+        let s = Arc::clone(&self.settings);
+        let processor = Arc::clone(&self.processor);
+        let val_after = Arc::clone(&self.val_after);
+        let Parts {
+            model,
+            optimizer,
+            mut on_save,
+            mut history,
+            val_before,
+            end,
+            ..
+        } = p;
+        let mut last_step_end = Instant::now();
+        let lr_s = Arc::clone(&self.settings);
+        let settings = UpdateSettings {
+            cfg: s.update.clone(),
+            lr: Box::new(move |step| lr_s.optim.lr * lr_s.lr_schedule.factor(step)),
+            run_seed: s.run_seed,
+            max_staleness: s.max_staleness as u64,
+        };
+        PolicyUpdater::new(
+            model,
+            optimizer,
+            self.store.clone(),
+            settings,
+            move |ctx: UpdateContext<'_, RespPayload, RolloutReport>| {
+                let step = ctx.step;
+                // Rollout statistics from each response's own row (context == variant).
+                let mut groups: BTreeMap<u32, Vec<Vec<Graded>>> = BTreeMap::new();
+                let mut lengths = Vec::new();
+                for r in ctx.rows.iter().map(|r| &r.row) {
+                    if r.context != r.variant {
+                        continue;
+                    }
+                    let g = groups.entry(r.payload.b).or_default();
+                    while g.len() <= r.variant as usize {
+                        g.push(Vec::new());
+                    }
+                    g[r.variant as usize].push(Graded {
+                        text: String::new(),
+                        length: r.payload.length as usize,
+                        overall: r.payload.overall,
+                        format: r.payload.format,
+                        accuracy: r.payload.accuracy,
+                    });
+                    lengths.push(r.payload.length as usize);
+                }
+                let groups: Vec<Vec<Vec<Graded>>> = groups.into_values().collect();
+                let report = ctx.side.into_iter().next().unwrap_or_default();
+                let last = step + 1 == s.steps as u64;
+                let (val_accuracy, val_reward) =
+                    if last || (s.val_freq > 0 && (step + 1).is_multiple_of(s.val_freq as u64)) {
+                        match evaluate(&s, ctx.model, &processor).map_err(err)? {
+                            Some((a, r)) => {
+                                if let Ok(mut v) = val_after.lock() {
+                                    *v = Some((a, r));
+                                }
+                                (Some(a), Some(r))
+                            }
+                            None => (None, None),
+                        }
+                    } else {
+                        (None, None)
+                    };
+                let record = StepRecord {
+                    step,
+                    policy_version: step + 1,
+                    rollout_version: report.version,
+                    rollout: rollout_stats(&groups, &lengths),
+                    update: ctx.stats,
+                    val_accuracy,
+                    val_reward,
+                    rollout_seconds: report.seconds,
+                    update_seconds: ctx.seconds,
+                    step_seconds: last_step_end.elapsed().as_secs_f64(),
+                    generated_tokens: report.generated_tokens,
+                };
+                history.push(record.clone());
+                if last
+                    || step + 1 == end
+                    || (s.save_freq > 0 && (step + 1).is_multiple_of(s.save_freq as u64))
+                {
+                    let older = ctx.store.versions(..=step);
+                    on_save(&TrainState {
+                        step: step + 1,
+                        model: ctx.model,
+                        optimizer: ctx.optimizer,
+                        rollout_versions: older.iter().collect(),
+                        records: &history,
+                        val_before,
+                    })?;
+                }
+                last_step_end = Instant::now();
+                Ok(vec![record])
+            },
+        )
+    }
+}
+
+/// Runs a training graph (see [`TrainGraph`]; [`run_dataflow`] runs the stock ones) from
+/// `start`, with `on_record` and `on_save` as for [`run_dataflow`].
 pub fn run_graph(
     s: &Settings,
     policy: Policy,
@@ -208,256 +512,12 @@ pub fn run_graph(
     start: Start,
     on_record: impl Fn(&StepRecord) + Send + Sync + 'static,
     on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
-    middle: impl Middle,
+    graph: impl TrainGraph,
 ) -> Result<Outcome, String> {
     let (first, end, restored, resume) = start.plan(s.steps as u64);
-    let start = Instant::now();
-    let (seed_jobs_tx, seed_jobs_rx) = unbounded::<StepJob<SeedRec>>();
-    let (scored_tx, scored_rx) = unbounded::<StepReply<ToScore<RespPayload>>>();
-    let (row_jobs_tx, row_jobs_rx) = unbounded::<StepJob<TrainRow<RespPayload>>>();
-    let (rec_tx, rec_rx) = unbounded::<StepReply<StepRecord>>();
-    let (weights_tx, weights_rx) = unbounded::<PolicyModel>();
-    let (table_tx, table_rx) = bounded::<StepTable>(s.max_staleness + 2);
-
-    let mut processor =
-        Processor::load(&policy.dir, policy.model.config().vision.as_ref()).map_err(err)?;
+    let t_start = Instant::now();
+    let mut processor = policy.processor;
     processor.set_image_backend(s.image_backend);
-    let rs = s.clone();
-    let rollout = std::thread::Builder::new()
-        .name("shareflow-rollout".into())
-        .spawn(move || {
-            rollout_thread(
-                &rs,
-                &processor,
-                seed_jobs_rx,
-                scored_tx,
-                weights_rx,
-                table_tx,
-            )
-        })
-        .map_err(|e| format!("cannot start the rollout thread: {e}"))?;
-    let us = s.clone();
-    let update = std::thread::Builder::new()
-        .name("shareflow-update".into())
-        .spawn(move || {
-            update_thread(
-                &us,
-                policy,
-                optimizer,
-                row_jobs_rx,
-                rec_tx,
-                weights_tx,
-                table_rx,
-                resume,
-                end,
-                on_save,
-            )
-        })
-        .map_err(|e| format!("cannot start the update thread: {e}"))?;
-
-    let ends = Arc::new(Mutex::new(Some((
-        OffloadEnds {
-            jobs: seed_jobs_tx,
-            replies: scored_rx,
-        },
-        OffloadEnds {
-            jobs: row_jobs_tx,
-            replies: rec_rx,
-        },
-    ))));
-    let on_record = Arc::new(on_record);
-    let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(restored));
-    let middle = Arc::new(middle);
-    let batch = s.batch as u64;
-    let in_flight = 1 + s.max_staleness as u64;
-    let sink = Arc::clone(&records);
-    let cluster = ClusterConfig::threads(s.workers);
-    cluster
-        .execute(move |worker| {
-            let index = worker.index();
-            let (rollout_ends, update_ends) = if index == 0 {
-                ends.lock()
-                    .ok()
-                    .and_then(|mut e| e.take())
-                    .map_or((None, None), |(a, b)| (Some(a), Some(b)))
-            } else {
-                (None, None)
-            };
-            let mut input = InputHandle::<Step, _>::new();
-            let probe = ProbeHandle::new();
-            let on_record = Arc::clone(&on_record);
-            let sink = Arc::clone(&sink);
-            let middle = Arc::clone(&middle);
-            worker.dataflow::<Step, _, _>(|scope| {
-                let seeds = input.to_stream(scope).container::<Vec<SeedRec>>();
-                let responses = offload_step(seeds.clone(), seeds.clone(), "Rollout", rollout_ends);
-                let (rows, issues) = middle(responses);
-                issues.inspect(|i| tracing::warn!("{i}"));
-                let done = offload_step(rows, seeds, "Update", update_ends);
-                done.inspect(move |r| {
-                    on_record(r);
-                    if let Ok(mut v) = sink.lock() {
-                        v.push(r.clone());
-                    }
-                })
-                .probe_with(&probe);
-            });
-            let mut driver = StepDriver::new(in_flight);
-            driver.run_from(worker, &mut input, &probe, first, end, |step, input| {
-                if index == 0 {
-                    for seed in step_seeds(step, batch) {
-                        input.send(seed);
-                    }
-                }
-            });
-        })
-        .map_err(|e| e.to_string())?;
-    let rollout = rollout
-        .join()
-        .map_err(|_| "the rollout thread panicked".to_string())?;
-    let update = update
-        .join()
-        .map_err(|_| "the update thread panicked".to_string())?;
-    // When one thread fails, the other stops with "... thread stopped": report the cause.
-    let (rollout_busy, (model, optimizer, val_before, val_after, update_busy)) =
-        match (rollout, update) {
-            (Ok(r), Ok(u)) => (r, u),
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
-            (Err(r), Err(u)) => {
-                return Err(if u.ends_with("thread stopped") { r } else { u });
-            }
-        };
-    let mut records = records.lock().map(|v| v.clone()).unwrap_or_default();
-    records.sort_by_key(|r| r.step);
-    if records.len() as u64 != end {
-        return Err(format!("only {} of {end} steps completed", records.len()));
-    }
-    Ok(Outcome {
-        records,
-        val_before,
-        val_after,
-        model,
-        optimizer,
-        rollout_busy,
-        update_busy,
-        wall: start.elapsed().as_secs_f64(),
-    })
-}
-
-fn rollout_thread(
-    s: &Settings,
-    processor: &Processor,
-    jobs: Receiver<StepJob<SeedRec>>,
-    replies: Sender<StepReply<ToScore<RespPayload>>>,
-    weights: Receiver<PolicyModel>,
-    tables: Sender<StepTable>,
-) -> Result<f64, String> {
-    let mut versions: BTreeMap<u64, PolicyModel> = BTreeMap::new();
-    let mut busy = 0.0;
-    let mut params = s.sampling.clone();
-    params.stop = processor.eos_ids();
-    for job in jobs.iter() {
-        let need = job.step.saturating_sub(s.max_staleness as u64);
-        while !versions.contains_key(&need) {
-            match weights.recv() {
-                Ok(m) => {
-                    versions.insert(m.version(), m);
-                }
-                Err(_) => return Err(format!("step {}: the update thread stopped", job.step)),
-            }
-        }
-        versions.retain(|v, _| *v >= need);
-        let Some(model) = versions.get(&need) else {
-            return Err(format!("step {}: policy version {need} missing", job.step));
-        };
-        let t0 = Instant::now();
-        let mut seeds = job.records;
-        seeds.sort_by_key(|x| x.b);
-        let mut out = Vec::new();
-        let mut table = StepTable {
-            step: job.step,
-            prompts: BTreeMap::new(),
-            responses: BTreeMap::new(),
-            rollout_seconds: 0.0,
-            generated_tokens: 0,
-            version: need,
-        };
-        for seed in &seeds {
-            let sample = s.train_data.train_seed(seed.index)?;
-            let variants = variants_of(s, &sample, job.step);
-            let prompts: Vec<PromptInput> = variants
-                .iter()
-                .map(|v| prompt_of(s, processor, v))
-                .collect::<Result<_, _>>()
-                .map_err(err)?;
-            let resp = rollout_seed(
-                model, &sample.id, &prompts, s.n, &params, s.run_seed, job.step,
-            )
-            .map_err(err)?;
-            for (j, rs) in resp.iter().enumerate() {
-                for (i, r) in rs.iter().enumerate() {
-                    table.generated_tokens += r.tokens.len();
-                    let text = processor.decode(&r.tokens, true).map_err(err)?;
-                    table
-                        .responses
-                        .insert((seed.b, j as u32, i as u32), Arc::new(r.tokens.clone()));
-                    out.push(ToScore {
-                        response: text,
-                        ground_truth: sample.answer.clone(),
-                        payload: RespPayload {
-                            b: seed.b,
-                            variant: j as u32,
-                            sample: i as u32,
-                            length: r.tokens.len() as u32,
-                            overall: 0.0,
-                            format: 0.0,
-                            accuracy: 0.0,
-                        },
-                    });
-                }
-            }
-            table.prompts.insert(seed.b, prompts);
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        busy += dt;
-        table.rollout_seconds = dt;
-        if tables.send(table).is_err() {
-            return Err(format!("step {}: the update thread stopped", job.step));
-        }
-        if replies
-            .send(StepReply {
-                step: job.step,
-                records: out,
-            })
-            .is_err()
-        {
-            break;
-        }
-    }
-    Ok(busy)
-}
-
-type UpdateResult = (
-    PolicyModel,
-    Optimizer,
-    Option<(f64, f64)>,
-    Option<(f64, f64)>,
-    f64,
-);
-
-#[allow(clippy::too_many_arguments)]
-fn update_thread(
-    s: &Settings,
-    policy: Policy,
-    mut opt: Optimizer,
-    jobs: Receiver<StepJob<TrainRow<RespPayload>>>,
-    replies: Sender<StepReply<StepRecord>>,
-    weights: Sender<PolicyModel>,
-    tables: Receiver<StepTable>,
-    resume: Option<Resume>,
-    end: Step,
-    mut on_save: impl FnMut(&TrainState<'_>) -> Result<(), String>,
-) -> Result<UpdateResult, String> {
     let reference = super::steps::load_reference(
         s,
         &policy.dir,
@@ -470,151 +530,183 @@ fn update_thread(
             policy.dir.display()
         )
     })?;
+    let store = PolicyStore::new();
     let mut model = policy.model;
-    let processor = policy.processor;
-    let staleness = s.max_staleness as u64;
-    // The records so far and the older versions the rollout still needs (for checkpoints).
-    let (mut history, mut recent, val_before) = match resume {
-        Some(r) => {
-            model.set_version(r.step);
-            for v in &r.rollout_versions {
-                let _ = weights.send(v.clone());
+    let (history, val_before) = match resume {
+        Some(Resume {
+            step,
+            rollout_versions,
+            records,
+            val_before,
+        }) => {
+            model.set_version(step);
+            for v in rollout_versions {
+                store.publish(v);
             }
-            let current = model.snapshot().map_err(err)?;
-            let _ = weights.send(current.clone());
-            let mut recent = r.rollout_versions;
-            recent.push(current);
-            (r.records, recent, r.val_before)
+            (records, val_before)
         }
         None => {
             model.set_version(0);
-            let current = model.snapshot().map_err(err)?;
-            let _ = weights.send(current.clone());
             let val_before = if s.val_before_train {
                 evaluate(s, &model, &processor).map_err(err)?
             } else {
                 None
             };
-            (Vec::new(), vec![current], val_before)
+            (Vec::new(), val_before)
         }
     };
-    recent.retain(|m| m.version() + staleness >= model.version());
-    let mut busy = 0.0;
-    let mut val_after = None;
-    let mut pending_tables: BTreeMap<Step, StepTable> = BTreeMap::new();
-    let mut last_step_end = Instant::now();
-    for job in jobs.iter() {
-        let step = job.step;
-        while !pending_tables.contains_key(&step) {
-            match tables.recv() {
-                Ok(t) => {
-                    pending_tables.insert(t.step, t);
-                }
-                Err(_) => return Err(format!("step {step}: the rollout thread stopped")),
-            }
-        }
-        let Some(table) = pending_tables.remove(&step) else {
-            return Err(format!("step {step}: rollout data missing"));
-        };
-        let t0 = Instant::now();
-        let mut rows = job.records;
-        rows.sort_by_key(|r| (r.payload.b, r.context, r.variant, r.sample));
-        // Rollout statistics from each response's own row (context == variant).
-        let mut groups: BTreeMap<u32, Vec<Vec<Graded>>> = BTreeMap::new();
-        let mut lengths = Vec::new();
-        for r in rows.iter().filter(|r| r.context == r.variant) {
-            let g = groups.entry(r.payload.b).or_default();
-            while g.len() <= r.variant as usize {
-                g.push(Vec::new());
-            }
-            g[r.variant as usize].push(Graded {
-                text: String::new(),
-                length: r.payload.length as usize,
-                overall: r.payload.overall,
-                format: r.payload.format,
-                accuracy: r.payload.accuracy,
-            });
-            lengths.push(r.payload.length as usize);
-        }
-        let groups: Vec<Vec<Vec<Graded>>> = groups.into_values().collect();
-        let update_rows: Vec<UpdateRow> = rows
-            .iter()
-            .map(|r| {
-                let prompt = table
-                    .prompts
-                    .get(&r.payload.b)
-                    .and_then(|p| p.get(r.context as usize))
-                    .cloned();
-                let response = table.responses.get(&(r.payload.b, r.variant, r.sample)).cloned();
-                match (prompt, response) {
-                    (Some(prompt), Some(response)) => Ok(UpdateRow {
-                        prompt,
-                        response,
-                        advantage: r.advantage,
-                    }),
-                    _ => Err(format!(
-                        "step {step}: row (seed {}, context {}, variant {}, sample {}) has no rollout data",
-                        r.payload.b, r.context, r.variant, r.sample
-                    )),
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        let stats = update_step(s, &model, reference.as_ref(), &mut opt, &update_rows, step)
-            .map_err(err)?;
-        model.set_version(step + 1);
-        let current = model.snapshot().map_err(err)?;
-        let _ = weights.send(current.clone());
-        recent.push(current);
-        recent.retain(|m| m.version() + staleness > step);
-        let update_seconds = t0.elapsed().as_secs_f64();
-        busy += update_seconds;
-        let last = step + 1 == s.steps as u64;
-        let (val_accuracy, val_reward) =
-            if last || (s.val_freq > 0 && (step + 1) % s.val_freq as u64 == 0) {
-                match evaluate(s, &model, &processor).map_err(err)? {
-                    Some((a, r)) => {
-                        val_after = Some((a, r));
-                        (Some(a), Some(r))
-                    }
-                    None => (None, None),
-                }
+    store.publish(model.snapshot().map_err(err)?);
+    let parts = Arc::new(Mutex::new(Some(Parts {
+        model,
+        optimizer,
+        reference,
+        on_save: Box::new(on_save),
+        history,
+        val_before,
+        end,
+    })));
+    let settings = Arc::new(s.clone());
+    let processor = Arc::new(processor);
+    let joins: Arc<Mutex<Joins>> = Arc::default();
+    let val_after: Arc<Mutex<Option<(f64, f64)>>> = Arc::default();
+    let failure = Failure::default();
+    let on_record = Arc::new(on_record);
+    let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(restored));
+    let graph = Arc::new(graph);
+    let in_flight = 1 + s.max_staleness as u64;
+    let (sink, run_joins, run_failure, run_val_after) = (
+        Arc::clone(&records),
+        Arc::clone(&joins),
+        failure.clone(),
+        Arc::clone(&val_after),
+    );
+    ClusterConfig::threads(s.workers)
+        .execute(move |worker| {
+            let index = worker.index();
+            let parts = if index == 0 {
+                parts.lock().ok().and_then(|mut p| p.take())
             } else {
-                (None, None)
+                None
             };
-        let record = StepRecord {
-            step,
-            policy_version: step + 1,
-            rollout_version: table.version,
-            rollout: rollout_stats(&groups, &lengths),
-            update: stats,
-            val_accuracy,
-            val_reward,
-            rollout_seconds: table.rollout_seconds,
-            update_seconds,
-            step_seconds: last_step_end.elapsed().as_secs_f64(),
-            generated_tokens: table.generated_tokens,
-        };
-        history.push(record.clone());
-        if last || step + 1 == end || (s.save_freq > 0 && (step + 1) % s.save_freq as u64 == 0) {
-            on_save(&TrainState {
-                step: step + 1,
-                model: &model,
-                optimizer: &opt,
-                rollout_versions: recent.iter().filter(|m| m.version() <= step).collect(),
-                records: &history,
-                val_before,
-            })?;
-        }
-        last_step_end = Instant::now();
-        if replies
-            .send(StepReply {
-                step,
-                records: vec![record],
-            })
-            .is_err()
-        {
-            break;
+            let mut input = InputHandle::<Step, _>::new();
+            let probe = ProbeHandle::new();
+            let on_record = Arc::clone(&on_record);
+            let sink = Arc::clone(&sink);
+            worker.dataflow::<Step, _, _>(|scope: Scope<'_, Step>| {
+                let seeds = input.to_stream(scope).container::<Vec<SeedItem>>();
+                let (version_loop, versions) = version_loop(scope, settings.max_staleness as u64);
+                let mut g = GraphBuilder {
+                    settings: Arc::clone(&settings),
+                    seeds: seeds.clone(),
+                    versions,
+                    version_loop: Some(version_loop),
+                    failure: run_failure.clone(),
+                    store: store.clone(),
+                    processor: Arc::clone(&processor),
+                    parts,
+                    joins: Arc::clone(&run_joins),
+                    val_after: Arc::clone(&run_val_after),
+                };
+                let out = match graph(&mut g) {
+                    Ok(records) if g.version_loop.is_none() => records,
+                    Ok(records) => {
+                        run_failure.set(
+                            "the training graph must end with GraphBuilder::update".to_string(),
+                        );
+                        if let Some(l) = g.version_loop.take() {
+                            records.clone().publish_versions(l);
+                        }
+                        records
+                    }
+                    Err(e) => {
+                        run_failure.set(e);
+                        if let Some(l) = g.version_loop.take() {
+                            seeds.clone().publish_versions(l);
+                        }
+                        seeds.flat_map(|_| None::<StepRecord>)
+                    }
+                };
+                out.inspect(move |r| {
+                    on_record(r);
+                    if let Ok(mut v) = sink.lock() {
+                        v.push(r.clone());
+                    }
+                })
+                .probe_with(&probe);
+            });
+            let mut driver = StepDriver::new(in_flight);
+            let feed_failure = run_failure.clone();
+            let batch = settings.batch as u64;
+            let data = Arc::clone(&settings.train_data);
+            driver.run_from(worker, &mut input, &probe, first, end, |step, input| {
+                if index != 0 || feed_failure.is_set() {
+                    return;
+                }
+                for seed in step_seeds(step, batch) {
+                    match data.train_seed(seed.index) {
+                        Ok(x) => input.send(SeedItem {
+                            b: seed.b,
+                            index: seed.index,
+                            seed: Arc::new(x),
+                        }),
+                        Err(e) => {
+                            feed_failure.set(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    let joins = std::mem::take(&mut *joins.lock().map_err(|_| "a stage thread panicked")?);
+    let mut errors = Vec::new();
+    let mut rollout_busy = 0.0;
+    for t in joins.rollout {
+        match t.join() {
+            Ok(h) => rollout_busy += h.busy_seconds(),
+            Err(e) => errors.push(e),
         }
     }
-    Ok((model, opt, val_before, val_after, busy))
+    let mut old_log_prob_busy = 0.0;
+    for t in joins.old_log_probs {
+        match t.join() {
+            Ok(h) => old_log_prob_busy += h.busy_seconds(),
+            Err(e) => errors.push(e),
+        }
+    }
+    for t in joins.encode {
+        if let Err(e) = t.join() {
+            errors.push(e);
+        }
+    }
+    let mut trained = None;
+    for t in joins.update {
+        match t.join() {
+            Ok(h) => trained = Some(h.into_parts()),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(e) = failure.get().or_else(|| errors.into_iter().next()) {
+        return Err(e);
+    }
+    let Some((model, optimizer, update_busy)) = trained else {
+        return Err("the training graph has no update stage".into());
+    };
+    let mut records = records.lock().map(|v| v.clone()).unwrap_or_default();
+    records.sort_by_key(|r| r.step);
+    if records.len() as u64 != end {
+        return Err(format!("only {} of {end} steps completed", records.len()));
+    }
+    let val_after = val_after.lock().ok().and_then(|v| *v);
+    Ok(Outcome {
+        records,
+        val_before,
+        val_after,
+        model,
+        optimizer,
+        rollout_busy,
+        update_busy,
+        old_log_prob_busy,
+        wall: t_start.elapsed().as_secs_f64(),
+    })
 }

@@ -196,6 +196,7 @@ pub fn run_sft(
         model,
         optimizer,
         rollout_busy: 0.0,
+        old_log_prob_busy: 0.0,
         update_busy: busy,
         wall: start.elapsed().as_secs_f64(),
     })

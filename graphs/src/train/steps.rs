@@ -17,8 +17,8 @@ use shareflow_operators::policy::{
     PolicyError, PolicyModel, PpoConfig, Processor, SamplingParams, compute_dtype,
 };
 use shareflow_operators::reward::{RewardRule, rules::score_response};
+use shareflow_operators::rl::{OldLogProbs, old_log_probs, ppo_update_prepared, rollout_seed};
 use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
-use shareflow_operators::rl::{ppo_update_with_reference, rollout_seed};
 use shareflow_operators::task::{Seed, Variant, VisualTransform, expand_variants, format_question};
 use shareflow_runtime::rng::DetRng;
 
@@ -635,20 +635,18 @@ pub fn canonical_order<T>(rows: &mut [(usize, usize, usize, usize, T)]) {
     rows.sort_by_key(|r| (r.0, r.1, r.2, r.3));
 }
 
-/// The update of one step (rows already in canonical order).
-/// `reference`: the frozen initial policy, needed when a KL loss is configured
-/// (`algorithm.use_kl_loss`; see [`load_reference`]).
+/// The update of one step (rows already in canonical order, with their old log-probs).
 pub fn update_step(
     s: &Settings,
     model: &PolicyModel,
-    reference: Option<&PolicyModel>,
     opt: &mut Optimizer,
     rows: &[UpdateRow],
+    lp: &OldLogProbs,
     step: u64,
 ) -> Result<UpdateStats, PolicyError> {
     let mut rng = DetRng::derive(s.run_seed, step, "update", 0);
     opt.set_lr(s.optim.lr * s.lr_schedule.factor(step));
-    ppo_update_with_reference(model, reference, opt, rows, &s.update, &mut rng)
+    ppo_update_prepared(model, opt, rows, lp, &s.update, &mut rng)
 }
 
 /// The reference policy of the KL loss: the checkpoint in `dir` (the run's initial policy, also
@@ -705,16 +703,27 @@ pub fn run_sequential(
         policy.model.compute_dtype(),
     )?;
     for step in 0..s.steps as u64 {
+        // The graph scores old log-probs on the published snapshot of the step's version, seed
+        // by seed; so does this loop.
+        let snapshot = policy.model.snapshot()?;
         let mut rows = Vec::new();
+        let mut lp = OldLogProbs::default();
         let mut groups = Vec::new();
         let mut lengths = Vec::new();
         for sample in step_questions(s, step)? {
             let (r, g) = seed_step(s, &policy.model, &policy.processor, &sample, step)?;
+            let refs: Vec<&UpdateRow> = r.iter().collect();
+            lp.extend(old_log_probs(
+                &snapshot,
+                reference.as_ref(),
+                &refs,
+                &s.update,
+            )?);
             lengths.extend(g.iter().flatten().map(|x| x.length));
             rows.extend(r);
             groups.push(g);
         }
-        let stats = update_step(s, &policy.model, reference.as_ref(), opt, &rows, step)?;
+        let stats = update_step(s, &policy.model, opt, &rows, &lp, step)?;
         on_step(&StepRecord {
             step,
             policy_version: step + 1,
