@@ -106,7 +106,7 @@ struct TrainCmd {
     /// Override one key, e.g. `--set worker.rollout.n=4`; repeatable, applied after --config.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// The graph: share-grpo, grpo or sft.
+    /// The graph: share-grpo, grpo, dr-grpo, rloo or sft.
     #[arg(long, default_value = "share-grpo")]
     graph: String,
     /// Print every configuration key with its default and meaning, then exit.
@@ -251,6 +251,10 @@ enum EstimatorArg {
     ShareGrpo,
     /// Plain GRPO over each seed's responses (one row per response).
     Grpo,
+    /// Dr. GRPO: reward minus the seed's mean, no std division (one row per response).
+    DrGrpo,
+    /// RLOO: reward minus the mean of the seed's other responses (one row per response).
+    Rloo,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -349,6 +353,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let estimator = match (cmd.estimator, cmd.std) {
                 (EstimatorArg::Grpo, _) => Estimator::Grpo,
+                (EstimatorArg::DrGrpo, _) => Estimator::DrGrpo,
+                (EstimatorArg::Rloo, _) => Estimator::Rloo,
                 (EstimatorArg::ShareGrpo, StdArg::Reference) => {
                     Estimator::ShareGrpo(StdConvention::Reference)
                 }

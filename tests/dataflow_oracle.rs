@@ -87,8 +87,19 @@ fn oracle(input: &[Response], estimator: Estimator) -> Vec<Row> {
                     }
                 }
             }
-            Estimator::Grpo => {
-                let adv = grpo_advantages(&rewards).expect("well-formed input");
+            Estimator::Grpo | Estimator::DrGrpo | Estimator::Rloo => {
+                let sum: f64 = rewards.iter().sum();
+                let count = rewards.len() as f64;
+                let adv: Vec<f64> = match estimator {
+                    Estimator::Grpo => grpo_advantages(&rewards).expect("well-formed input"),
+                    // Dr. GRPO: the reward minus the group mean, no std division.
+                    Estimator::DrGrpo => rewards.iter().map(|r| r - sum / count).collect(),
+                    // RLOO: the reward minus the mean of the group's other rewards.
+                    _ => rewards
+                        .iter()
+                        .map(|r| r - (sum - r) / (count - 1.0))
+                        .collect(),
+                };
                 rows.extend(rs.iter().zip(adv).map(|(r, a)| {
                     row(r.variant as usize, r.variant as usize, r.sample as usize, a)
                 }));
@@ -119,6 +130,8 @@ fn dataflow_equals_oracle_for_any_workers_and_order() {
         Estimator::ShareGrpo(StdConvention::Paper),
         Estimator::ShareGrpoGlobalOnly(StdConvention::Reference),
         Estimator::Grpo,
+        Estimator::DrGrpo,
+        Estimator::Rloo,
     ]
     .into_iter()
     .enumerate()

@@ -8,8 +8,8 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
 use shareflow_operators::{
-    GroupShape, Issue, LocalAdvantaged, NormalizeGlobal, NormalizeGrpo, NormalizeLocal, Scored,
-    ShareAcrossVariants, StdConvention, TrainRow,
+    GroupBaseline, GroupShape, Issue, LocalAdvantaged, NormalizeGlobal, NormalizeGrpo,
+    NormalizeLocal, Scored, ShareAcrossVariants, StdConvention, TrainRow,
 };
 use shareflow_runtime::Step;
 
@@ -23,6 +23,14 @@ pub enum Estimator {
     ShareGrpoGlobalOnly(StdConvention),
     /// Plain GRPO over each seed's responses (variants, if any, are not shared).
     Grpo,
+    /// Dr. GRPO: `r - mean` over each seed's responses, no std division.
+    DrGrpo,
+    /// RLOO: each response against the mean of the seed's other responses.
+    Rloo,
+}
+
+fn size(shape: Option<GroupShape>) -> Option<usize> {
+    shape.map(|s| (s.m * s.n) as usize)
 }
 
 /// Builds the advantage stage. `shape`, when known, lets groups leave as soon as they are
@@ -54,6 +62,8 @@ pub fn advantage_stage<'scope, P: timely::ExchangeData + Clone>(
             let (groups, issues) = local.normalize_global(convention, shape);
             (groups.share_across_variants(), issues)
         }
-        Estimator::Grpo => scored.normalize_grpo(shape.map(|s| (s.m * s.n) as usize)),
+        Estimator::Grpo => scored.normalize_grpo(size(shape)),
+        Estimator::DrGrpo => scored.normalize_group(size(shape), GroupBaseline::Mean),
+        Estimator::Rloo => scored.normalize_group(size(shape), GroupBaseline::LeaveOneOut),
     }
 }

@@ -33,6 +33,23 @@ pub fn share_grpo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
 /// GRPO: the original question only, `n * question_num` responses, one normalisation per seed
 /// and one row per response.
 pub fn grpo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
+    one_group_per_seed(g, Estimator::Grpo)
+}
+
+/// Dr. GRPO: GRPO's walk with `r - mean` advantages; its length-free loss normalisation is the
+/// update's `worker.actor.loss_agg_mode` (seq-mean-token-sum-norm by default for this graph).
+pub fn dr_grpo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
+    one_group_per_seed(g, Estimator::DrGrpo)
+}
+
+/// RLOO: GRPO's walk with a leave-one-out baseline.
+pub fn rloo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
+    one_group_per_seed(g, Estimator::Rloo)
+}
+
+/// The walk of the one-group-per-seed graphs: the original question, one normalisation of the
+/// seed's responses by `estimator`, one row per response.
+fn one_group_per_seed<'s>(g: &mut GraphBuilder<'s>, estimator: Estimator) -> GraphResult<'s> {
     let group = g.settings().n;
     let shape = GroupShape {
         m: 1,
@@ -44,7 +61,7 @@ pub fn grpo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
     let prompts = g.encode(variants)?;
     let (responses, reports) = g.rollout(prompts.clone())?;
     let scored = score_math(responses);
-    let (rows, issues) = advantage_stage(scored, Estimator::Grpo, Some(shape));
+    let (rows, issues) = advantage_stage(scored, estimator, Some(shape));
     g.warn_issues(issues);
     let ready = g.old_log_probs(rows, prompts, Some(group))?;
     g.update(ready, reports)

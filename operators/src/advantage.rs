@@ -105,6 +105,44 @@ pub fn grpo_advantages(rewards: &[f64]) -> Result<Vec<f64>, AdvantageError> {
     Ok(standardise(rewards, mean, std))
 }
 
+/// Dr. GRPO advantages of one group (Liu et al., "Understanding R1-Zero-Like Training"): `r -
+/// mean`, without the division by the std that biases questions of low reward variance.
+pub fn dr_grpo_advantages(rewards: &[f64]) -> Result<Vec<f64>, AdvantageError> {
+    let (mean, _) = mean_std(rewards, 1, "the group")?;
+    Ok(rewards.iter().map(|r| r - mean).collect())
+}
+
+/// RLOO advantages of one group (Ahmadian et al., "Back to Basics"): each response's reward minus
+/// the mean of the *other* responses' rewards, `r_i - (sum_j r_j - r_i) / (n - 1)`.
+pub fn rloo_advantages(rewards: &[f64]) -> Result<Vec<f64>, AdvantageError> {
+    mean_std(rewards, 1, "the group")?;
+    let n = rewards.len() as f64;
+    let sum: f64 = rewards.iter().sum();
+    Ok(rewards.iter().map(|r| r - (sum - r) / (n - 1.0)).collect())
+}
+
+/// The baseline of a one-group-per-seed estimator (see [`crate::NormalizeGrpo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupBaseline {
+    /// GRPO: `(r - mean) / (std + eps)` ([`grpo_advantages`]).
+    MeanStd,
+    /// Dr. GRPO: `r - mean` ([`dr_grpo_advantages`]).
+    Mean,
+    /// RLOO: `r - mean of the others` ([`rloo_advantages`]).
+    LeaveOneOut,
+}
+
+impl GroupBaseline {
+    /// The group's advantages under this baseline.
+    pub fn advantages(self, rewards: &[f64]) -> Result<Vec<f64>, AdvantageError> {
+        match self {
+            Self::MeanStd => grpo_advantages(rewards),
+            Self::Mean => dr_grpo_advantages(rewards),
+            Self::LeaveOneOut => rloo_advantages(rewards),
+        }
+    }
+}
+
 /// Local advantages of one variant's n responses.
 pub fn local_advantages(rewards: &[f64], variant: u32) -> Result<Vec<f64>, AdvantageError> {
     let (mean, std) = mean_std(rewards, 1, &format!("variant {variant}"))?;

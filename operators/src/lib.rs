@@ -29,7 +29,7 @@ pub mod score;
 pub mod share;
 pub mod task;
 
-pub use advantage::StdConvention;
+pub use advantage::{GroupBaseline, StdConvention};
 pub use encode::{EncodePrompts, PromptEncoder, PromptItem};
 pub use expand::{ExpandVariants, SeedItem, VariantItem, seed_key};
 pub use normalize_global::NormalizeGlobal;

@@ -1,7 +1,9 @@
 //! Plain GRPO normalisation: one group per seed, no variants shared, no local term.
 //!
 //! Input: [`Scored`]. Output: one [`TrainRow`] per response (context = its own variant) with
-//! `(r - mean) / (std + eps)` over the seed's responses, and an [`Issue`] stream. Exchange key:
+//! `(r - mean) / (std + eps)` over the seed's responses ([`NormalizeGrpo::normalize_grpo`]), or
+//! under another [`GroupBaseline`] (Dr. GRPO's `r - mean`, RLOO's leave-one-out mean;
+//! [`NormalizeGrpo::normalize_group`]), and an [`Issue`] stream. Exchange key:
 //! seed. Emits a seed as soon as `size` responses arrived when known, else when the step's input
 //! is finished. Groups of fewer than 2, duplicates, non-finite rewards and incomplete groups are
 //! reported and dropped.
@@ -12,11 +14,15 @@ use timely::dataflow::operators::vec::Map;
 
 use shareflow_runtime::{GroupByKey, Grouped, MapWithStep, Step};
 
-use crate::advantage::grpo_advantages;
+use crate::advantage::GroupBaseline;
 use crate::normalize_local::sort_unique;
 use crate::records::{Issue, Scored, TrainRow};
 
-fn grpo_group<P>(group: Grouped<String, Scored<P>>, step: Step) -> Vec<Result<TrainRow<P>, Issue>> {
+fn grpo_group<P>(
+    baseline: GroupBaseline,
+    group: Grouped<String, Scored<P>>,
+    step: Step,
+) -> Vec<Result<TrainRow<P>, Issue>> {
     let complete = group.is_complete();
     let seed = group.key;
     let status = group.status;
@@ -24,7 +30,7 @@ fn grpo_group<P>(group: Grouped<String, Scored<P>>, step: Step) -> Vec<Result<Tr
     let result = if complete {
         sort_unique(&mut members, |s| (s.variant, s.sample)).and_then(|()| {
             let rewards: Vec<f64> = members.iter().map(|s| s.reward).collect();
-            grpo_advantages(&rewards).map_err(|e| e.to_string())
+            baseline.advantages(&rewards).map_err(|e| e.to_string())
         })
     } else {
         Err(format!(
@@ -67,6 +73,17 @@ pub trait NormalizeGrpo<'scope, P> {
         Stream<'scope, Step, Vec<TrainRow<P>>>,
         Stream<'scope, Step, Vec<Issue>>,
     );
+
+    /// One group per seed under `baseline` (see the module documentation).
+    #[allow(clippy::type_complexity)]
+    fn normalize_group(
+        self,
+        size: Option<usize>,
+        baseline: GroupBaseline,
+    ) -> (
+        Stream<'scope, Step, Vec<TrainRow<P>>>,
+        Stream<'scope, Step, Vec<Issue>>,
+    );
 }
 
 impl<'scope, P: timely::ExchangeData + Clone> NormalizeGrpo<'scope, P>
@@ -79,12 +96,23 @@ impl<'scope, P: timely::ExchangeData + Clone> NormalizeGrpo<'scope, P>
         Stream<'scope, Step, Vec<TrainRow<P>>>,
         Stream<'scope, Step, Vec<Issue>>,
     ) {
+        self.normalize_group(size, GroupBaseline::MeanStd)
+    }
+
+    fn normalize_group(
+        self,
+        size: Option<usize>,
+        baseline: GroupBaseline,
+    ) -> (
+        Stream<'scope, Step, Vec<TrainRow<P>>>,
+        Stream<'scope, Step, Vec<Issue>>,
+    ) {
         self.group_by_key(
             "NormalizeGrpo",
             |s: &Scored<P>| s.seed.clone(),
             move |_| size,
         )
-        .map_with_step("GrpoAdvantages", grpo_group)
+        .map_with_step("GroupAdvantages", move |g, t| grpo_group(baseline, g, t))
         .flat_map(|v| v)
         .ok_err(|r| r)
     }

@@ -93,6 +93,21 @@ pub struct UpdateConfig {
     pub temperature: f64,
     /// Shuffle rows between mini-batches (`shuffle`), from the step's random stream.
     pub shuffle: bool,
+    /// How token losses are averaged over a mini-batch (`loss_agg_mode`).
+    pub loss_agg: LossAgg,
+}
+
+/// How a mini-batch's per-token losses become its loss (verl's `loss_agg_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossAgg {
+    /// The mean over the mini-batch's response tokens (`token-mean`; the reference's, and DAPO's
+    /// token-level loss).
+    #[default]
+    TokenMean,
+    /// Each response's token sum over a constant `max_tokens`, averaged over the mini-batch's
+    /// responses (`seq-mean-token-sum-norm`; Dr. GRPO's length-free normalisation, with
+    /// `max_tokens` = the maximum response length).
+    SeqMeanTokenSumNorm { max_tokens: usize },
 }
 
 /// Means over the optimizer steps of one update (names as the reference logs them).
@@ -334,7 +349,14 @@ pub fn ppo_update_prepared(
                     &cfg.ppo,
                 )?;
                 let micro_tokens: usize = micro.iter().map(|&r| rows[r].response.len()).sum();
+                // `terms.loss` is the micro-batch's token mean: its share of the mini-batch loss.
                 let share = micro_tokens as f64 / tokens as f64;
+                let loss_share = match cfg.loss_agg {
+                    LossAgg::TokenMean => share,
+                    LossAgg::SeqMeanTokenSumNorm { max_tokens } => {
+                        micro_tokens as f64 / (mini.len() * max_tokens.max(1)) as f64
+                    }
+                };
                 if !terms.pg_loss.is_finite() {
                     return Err(PolicyError::NonFinite(format!(
                         "policy loss {} in a micro-batch of {} rows",
@@ -342,16 +364,17 @@ pub fn ppo_update_prepared(
                         micro.len()
                     )));
                 }
-                acc.backward(&terms.loss, share)?;
-                for (slot, v) in terms_sum.iter_mut().zip([
-                    terms.pg_loss,
-                    terms.pg_clipfrac_higher,
-                    terms.pg_clipfrac_lower,
-                    terms.ppo_kl,
-                    terms.entropy_loss,
-                    terms.kl_loss.unwrap_or(0.0),
-                ]) {
-                    *slot += v * share;
+                acc.backward(&terms.loss, loss_share)?;
+                // The losses as optimised; the per-token statistics as token means.
+                for (slot, v, w) in [
+                    (0, terms.pg_loss, loss_share),
+                    (1, terms.pg_clipfrac_higher, share),
+                    (2, terms.pg_clipfrac_lower, share),
+                    (3, terms.ppo_kl, share),
+                    (4, terms.entropy_loss, share),
+                    (5, terms.kl_loss.unwrap_or(0.0), loss_share),
+                ] {
+                    terms_sum[slot] += v * w;
                 }
             }
             match opt.step(&acc.take()) {

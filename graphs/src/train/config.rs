@@ -217,6 +217,13 @@ pub fn keys() -> Vec<KeyDef> {
             "rows per forward/backward pass",
         ),
         k(
+            "worker.actor.loss_agg_mode",
+            Value::String("auto".into()),
+            "token-mean, or seq-mean-token-sum-norm (each response's token sum over \
+             data.max_response_length; Dr. GRPO); auto: the graph's own (seq-mean-token-sum-norm \
+             for dr-grpo, token-mean otherwise)",
+        ),
+        k(
             "worker.actor.ppo_epochs",
             Value::Integer(1),
             "passes over a step's rows",

@@ -128,6 +128,8 @@ pub fn run_dataflow(
     let graph: StockGraph = match s.graph {
         GraphKind::ShareGrpo => crate::share_grpo::share_grpo,
         GraphKind::Grpo => crate::share_grpo::grpo,
+        GraphKind::DrGrpo => crate::share_grpo::dr_grpo,
+        GraphKind::Rloo => crate::share_grpo::rloo,
         GraphKind::Sft => {
             return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
         }
@@ -140,7 +142,9 @@ pub fn estimator(s: &Settings) -> Estimator {
     match s.graph {
         GraphKind::ShareGrpo if s.local_advantage => Estimator::ShareGrpo(s.convention),
         GraphKind::ShareGrpo => Estimator::ShareGrpoGlobalOnly(s.convention),
-        _ => Estimator::Grpo,
+        GraphKind::DrGrpo => Estimator::DrGrpo,
+        GraphKind::Rloo => Estimator::Rloo,
+        GraphKind::Grpo | GraphKind::Sft => Estimator::Grpo,
     }
 }
 

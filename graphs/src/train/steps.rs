@@ -7,19 +7,19 @@ use std::sync::Arc;
 
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
-use shareflow_operators::StdConvention;
-use shareflow_operators::advantage::{
-    AdvantageError, global_advantages, grpo_advantages, share_grpo_advantages,
-};
+use shareflow_operators::advantage::{AdvantageError, global_advantages, share_grpo_advantages};
 use shareflow_operators::policy::candle::{DType, Device};
 use shareflow_operators::policy::{
     DeviceSpec, KlConfig, KlPenalty, LoadOptions, LrSchedule, OptimConfig, Optimizer, Policy,
     PolicyError, PolicyModel, PpoConfig, Processor, SamplingParams, compute_dtype,
 };
 use shareflow_operators::reward::{RewardRule, rules::score_response};
+use shareflow_operators::rl::{
+    LossAgg, PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats,
+};
 use shareflow_operators::rl::{OldLogProbs, old_log_probs, ppo_update_prepared, rollout_seed};
-use shareflow_operators::rl::{PromptInput, Response, UpdateConfig, UpdateRow, UpdateStats};
 use shareflow_operators::task::{Seed, Variant, VisualTransform, expand_variants, format_question};
+use shareflow_operators::{GroupBaseline, StdConvention};
 use shareflow_runtime::rng::DetRng;
 
 use super::config::Config;
@@ -33,6 +33,11 @@ pub enum GraphKind {
     ShareGrpo,
     /// One variant (the original question), n * m samples, GRPO advantages.
     Grpo,
+    /// GRPO's rollout with Dr. GRPO's advantages (`r - mean`, no std division) and its
+    /// length-free loss normalisation (`seq-mean-token-sum-norm`).
+    DrGrpo,
+    /// GRPO's rollout with RLOO's leave-one-out baseline.
+    Rloo,
     /// Supervised fine-tuning on the task's reference responses.
     Sft,
 }
@@ -42,9 +47,11 @@ impl GraphKind {
         match s {
             "share-grpo" | "share_grpo" => Ok(Self::ShareGrpo),
             "grpo" => Ok(Self::Grpo),
+            "dr-grpo" | "dr_grpo" => Ok(Self::DrGrpo),
+            "rloo" => Ok(Self::Rloo),
             "sft" => Ok(Self::Sft),
             other => Err(format!(
-                "unknown graph `{other}`: expected share-grpo, grpo or sft"
+                "unknown graph `{other}`: expected share-grpo, grpo, dr-grpo, rloo or sft"
             )),
         }
     }
@@ -53,6 +60,8 @@ impl GraphKind {
         match self {
             Self::ShareGrpo => "share-grpo",
             Self::Grpo => "grpo",
+            Self::DrGrpo => "dr-grpo",
+            Self::Rloo => "rloo",
             Self::Sft => "sft",
         }
     }
@@ -124,7 +133,9 @@ impl Settings {
         let n_cfg = c.positive("worker.rollout.n")?;
         let (m, n) = match graph {
             GraphKind::ShareGrpo => (m_cfg, n_cfg),
-            GraphKind::Grpo | GraphKind::Sft => (1, n_cfg * m_cfg),
+            GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
+                (1, n_cfg * m_cfg)
+            }
         };
         if graph == GraphKind::ShareGrpo && n < 2 {
             return Err(
@@ -137,21 +148,20 @@ impl Settings {
             (_, "auto")
             | (GraphKind::ShareGrpo, "share_grpo")
             | (GraphKind::Grpo, "grpo")
+            | (GraphKind::DrGrpo, "dr_grpo")
+            | (GraphKind::Rloo, "rloo")
             | (GraphKind::Sft, _) => {}
-            (GraphKind::ShareGrpo, "grpo") | (GraphKind::Grpo, "share_grpo") => {
+            (_, known @ ("share_grpo" | "grpo" | "dr_grpo" | "rloo")) => {
                 return Err(format!(
                     "`algorithm.adv_estimator` = {estimator} contradicts --graph {}; use --graph {}",
                     graph.name(),
-                    if estimator == "grpo" {
-                        "grpo"
-                    } else {
-                        "share-grpo"
-                    }
+                    known.replace('_', "-")
                 ));
             }
             (_, other) => {
                 return Err(format!(
-                    "`algorithm.adv_estimator` = {other:?}: expected share_grpo or grpo"
+                    "`algorithm.adv_estimator` = {other:?}: expected share_grpo, grpo, dr_grpo \
+                     or rloo"
                 ));
             }
         }
@@ -229,6 +239,20 @@ impl Settings {
             ppo_epochs: c.positive("worker.actor.ppo_epochs")?,
             temperature,
             shuffle: c.bool("worker.actor.shuffle")?,
+            loss_agg: match (c.str("worker.actor.loss_agg_mode")?.as_str(), graph) {
+                ("auto", GraphKind::DrGrpo) | ("seq-mean-token-sum-norm", _) => {
+                    LossAgg::SeqMeanTokenSumNorm {
+                        max_tokens: max_new,
+                    }
+                }
+                ("auto" | "token-mean", _) => LossAgg::TokenMean,
+                (other, _) => {
+                    return Err(format!(
+                        "`worker.actor.loss_agg_mode` = {other:?}: expected auto, token-mean or \
+                         seq-mean-token-sum-norm"
+                    ));
+                }
+            },
         };
         let truncation = match c.str("data.truncation")?.as_str() {
             "error" => Truncation::Error,
@@ -365,7 +389,9 @@ pub fn step_questions(s: &Settings, step: u64) -> Result<Vec<Seed>, PolicyError>
 pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
     match s.graph {
         GraphKind::ShareGrpo => drawn_variants(s, seed, step, s.m, 0),
-        GraphKind::Grpo | GraphKind::Sft => vec![original_variant(seed)],
+        GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
+            vec![original_variant(seed)]
+        }
     }
 }
 
@@ -497,11 +523,19 @@ pub fn seed_rows(
                 .map(|(k, j, i)| (k, j, i, g[j * s.n + i]))
                 .collect())
         }
-        GraphKind::Grpo | GraphKind::Sft => Ok(grpo_advantages(rewards)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| (0, 0, i, a))
-            .collect()),
+        GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
+            let baseline = match s.graph {
+                GraphKind::DrGrpo => GroupBaseline::Mean,
+                GraphKind::Rloo => GroupBaseline::LeaveOneOut,
+                _ => GroupBaseline::MeanStd,
+            };
+            Ok(baseline
+                .advantages(rewards)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (0, 0, i, a))
+                .collect())
+        }
     }
 }
 
