@@ -3,7 +3,11 @@
 //! -> loss and optimizer. A user's graph is a function of the same shape (see
 //! `examples/custom_graph.rs`).
 
-use shareflow_operators::GroupShape;
+use shareflow_operators::{GroupShape, seed_key};
+use shareflow_runtime::timely::dataflow::operators::core::OkErr;
+use shareflow_runtime::timely::dataflow::operators::vec::Map;
+use shareflow_runtime::timely::dataflow::operators::{Concat, Exchange};
+use shareflow_runtime::{GroupByKey, KeepIf};
 
 use crate::advantages::{Estimator, advantage_stage};
 use crate::train::dataflow::{GraphBuilder, GraphResult, estimator, score_math};
@@ -65,4 +69,43 @@ fn one_group_per_seed<'s>(g: &mut GraphBuilder<'s>, estimator: Estimator) -> Gra
     g.warn_issues(issues);
     let ready = g.old_log_probs(rows, prompts, Some(group))?;
     g.update(ready, reports)
+}
+
+/// Adaptive Share-GRPO (compute-aware): each seed's first variant is sampled n times; only a
+/// seed whose n rewards all tie (no advantage signal) expands to its other m - 1 variants,
+/// sampled in a second rollout pass. Seeds with a signal train like Share-GRPO with one variant
+/// (n rows); expanded ones like Share-GRPO (m * m * n rows). Every seed's m variants are drawn
+/// as Share-GRPO draws them, so the first is the same variant and the saving is exactly the
+/// skipped variants' (m - 1) * n rollouts.
+// `ok_err` splits by a `Result`; a variant is large, and that is fine here.
+#[allow(clippy::result_large_err)]
+pub fn adaptive_share<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
+    let (m, n) = (g.settings().m, g.settings().n);
+    let estimator = estimator(g.settings());
+
+    let seeds = g.seeds();
+    let variants = g.expand(seeds);
+    let (first, rest) = variants.ok_err(|v| if v.variant.k == 0 { Ok(v) } else { Err(v) });
+    let first_prompts = g.encode_grouped(first, Some(1))?;
+    let (first_responses, first_reports) = g.rollout_grouped(first_prompts.clone(), Some(1))?;
+    let first_scored = score_math(first_responses);
+    // Expand a seed when its first n rewards tie.
+    let expand = first_scored
+        .clone()
+        .group_by_key("FirstVariantTies", |s| s.seed.clone(), move |_| Some(n))
+        .map(|g| {
+            let tied = g.members.windows(2).all(|w| w[0].reward == w[1].reward);
+            (g.key, tied)
+        })
+        .exchange(|_| 0);
+    let rest = rest.keep_if(expand, |v| seed_key(v.b));
+    let rest_prompts = g.encode_grouped(rest, Some(m - 1))?;
+    let (rest_responses, rest_reports) = g.rollout_grouped(rest_prompts.clone(), Some(m - 1))?;
+    let scored = first_scored.concat(score_math(rest_responses));
+    // The number of variants differs by seed: groups leave at the step's end.
+    let (rows, issues) = advantage_stage(scored, estimator, None);
+    g.warn_issues(issues);
+    let prompts = first_prompts.concat(rest_prompts);
+    let ready = g.old_log_probs(rows, prompts, None)?;
+    g.update(ready, first_reports.concat(rest_reports))
 }

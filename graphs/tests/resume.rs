@@ -98,8 +98,8 @@ fn resume(
 }
 
 #[test]
-fn stop_and_resume_equals_the_straight_run_with_staleness_0_and_1() -> TestResult {
-    for staleness in ["0", "1"] {
+fn stop_and_resume_equals_the_straight_run_with_staleness_0_1_and_2() -> TestResult {
+    for staleness in ["0", "1", "2"] {
         let st = format!("trainer.max_staleness={staleness}");
         // Staleness 1 also runs under a warm-up and cosine decay: the rate is a function of the
         // step, so the resumed half continues the schedule.
@@ -145,7 +145,12 @@ fn stop_and_resume_equals_the_straight_run_with_staleness_0_and_1() -> TestResul
         let state = checkpoint::read_state(&root.join("step_3"))?;
         assert_eq!(state.step, 3);
         assert_eq!(state.data_cursor.samples_consumed, 3);
-        let want_versions: Vec<u64> = if staleness == "1" { vec![2] } else { vec![] };
+        // The versions the next steps' rollouts still need: 3 - k .. 3.
+        let want_versions: Vec<u64> = match staleness {
+            "1" => vec![2],
+            "2" => vec![1, 2],
+            _ => vec![],
+        };
         assert_eq!(state.rollout_versions, want_versions);
         assert!(!state.master_weights, "the fixture is f32: no master copy");
 

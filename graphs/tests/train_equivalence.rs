@@ -114,7 +114,7 @@ fn staleness_zero_dataflow_equals_the_sequential_loop_on_1_and_2_workers() -> Te
 }
 
 #[test]
-fn staleness_one_samples_one_version_behind_and_is_deterministic() -> TestResult {
+fn staleness_one_and_two_sample_versions_behind_and_are_deterministic() -> TestResult {
     let s0 = settings(GraphKind::ShareGrpo, &["trainer.total_steps=3"])?;
     let s1 = settings(
         GraphKind::ShareGrpo,
@@ -128,6 +128,19 @@ fn staleness_one_samples_one_version_behind_and_is_deterministic() -> TestResult
         versions,
         vec![0, 0, 1],
         "rollout of step t uses version t - 1"
+    );
+    let s2 = settings(
+        GraphKind::ShareGrpo,
+        &["trainer.total_steps=4", "trainer.max_staleness=2"],
+    )?;
+    let (c, rc) = dataflow(&s2)?;
+    let (d, _) = dataflow(&s2)?;
+    assert_eq!(max_diff(&c, &d)?, 0.0, "staleness 2 must be reproducible");
+    let versions: Vec<u64> = rc.iter().map(|r| r.rollout_version).collect();
+    assert_eq!(
+        versions,
+        vec![0, 0, 0, 1],
+        "rollout of step t uses version t - 2"
     );
     let (_, r0) = dataflow(&s0)?;
     let versions: Vec<u64> = r0.iter().map(|r| r.rollout_version).collect();

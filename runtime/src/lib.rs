@@ -7,6 +7,7 @@
 //!   (size known), and at the step's frontier emit or report whatever is left — never hang, never
 //!   emit a partial group silently;
 //! - [`driver::StepDriver`]: bounded in-flight steps (probe-based backpressure);
+//! - [`keep_if::KeepIf`]: keep records by per-key decisions from another stream;
 //! - [`stage`]: heavy stages as operators whose work runs on a thread of their own, group by
 //!   group as groups complete;
 //! - [`versions`]: a feedback edge that carries policy-version tokens from the end of the graph back
@@ -22,6 +23,7 @@ pub mod driver;
 pub mod error;
 pub mod group;
 pub mod hash;
+pub mod keep_if;
 pub mod map_step;
 pub mod metrics;
 pub mod offload;
@@ -34,6 +36,7 @@ pub use driver::StepDriver;
 pub use error::RuntimeError;
 pub use group::{GroupByKey, GroupStatus, Grouped};
 pub use hash::stable_hash;
+pub use keep_if::KeepIf;
 pub use map_step::MapWithStep;
 pub use metrics::{Aggregation, CollectMetrics, JsonlSink, MetricRecord, MetricsSink, StepMetrics};
 pub use rng::DetRng;

@@ -36,6 +36,7 @@ pub fn metrics_line(r: &StepRecord) -> Value {
         "reward/accuracy": r.rollout.reward_accuracy,
         "response_length/mean": r.rollout.response_length,
         "advantage/tied_fraction": r.rollout.tied_fraction,
+        "rollout/responses": r.rollout.responses,
         "actor/pg_loss": r.update.pg_loss,
         "actor/pg_clipfrac_higher": r.update.pg_clipfrac_higher,
         "actor/pg_clipfrac_lower": r.update.pg_clipfrac_lower,

@@ -110,6 +110,16 @@ type StockGraph = for<'s> fn(&mut GraphBuilder<'s>) -> GraphResult<'s>;
 /// What a graph function returns: the records of [`GraphBuilder::update`].
 pub type GraphResult<'s> = Result<Stream<'s, Step, Vec<StepRecord>>, String>;
 
+/// What [`GraphBuilder::rollout`] returns: the responses, ready for a reward stage, and the step
+/// reports [`GraphBuilder::update`] wants.
+pub type RolloutResult<'s> = Result<
+    (
+        Stream<'s, Step, Vec<ToScore<RespPayload>>>,
+        Stream<'s, Step, Vec<RolloutReport>>,
+    ),
+    String,
+>;
+
 /// A checkpoint writer (see [`run_dataflow`]'s `on_save`).
 type OnSave = Box<dyn FnMut(&TrainState<'_>) -> Result<(), String> + Send>;
 
@@ -130,6 +140,7 @@ pub fn run_dataflow(
         GraphKind::Grpo => crate::share_grpo::grpo,
         GraphKind::DrGrpo => crate::share_grpo::dr_grpo,
         GraphKind::Rloo => crate::share_grpo::rloo,
+        GraphKind::AdaptiveShare => crate::share_grpo::adaptive_share,
         GraphKind::Sft => {
             return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
         }
@@ -140,8 +151,12 @@ pub fn run_dataflow(
 /// The advantage estimator the settings ask for (`algorithm.local_advantage`, `algorithm.std`).
 pub fn estimator(s: &Settings) -> Estimator {
     match s.graph {
-        GraphKind::ShareGrpo if s.local_advantage => Estimator::ShareGrpo(s.convention),
-        GraphKind::ShareGrpo => Estimator::ShareGrpoGlobalOnly(s.convention),
+        GraphKind::ShareGrpo | GraphKind::AdaptiveShare if s.local_advantage => {
+            Estimator::ShareGrpo(s.convention)
+        }
+        GraphKind::ShareGrpo | GraphKind::AdaptiveShare => {
+            Estimator::ShareGrpoGlobalOnly(s.convention)
+        }
         GraphKind::DrGrpo => Estimator::DrGrpo,
         GraphKind::Rloo => Estimator::Rloo,
         GraphKind::Grpo | GraphKind::Sft => Estimator::Grpo,
@@ -291,13 +306,23 @@ impl<'scope> GraphBuilder<'scope> {
         &mut self,
         variants: Stream<'scope, Step, Vec<VariantItem>>,
     ) -> Result<Stream<'scope, Step, Vec<PromptItem>>, String> {
+        let per_seed = Some(self.variants_per_seed());
+        self.encode_grouped(variants, per_seed)
+    }
+
+    /// [`GraphBuilder::encode`] for a stream with `per_seed` variants per seed (None: unknown,
+    /// each step's seeds go at its end).
+    pub fn encode_grouped(
+        &mut self,
+        variants: Stream<'scope, Step, Vec<VariantItem>>,
+        per_seed: Option<usize>,
+    ) -> Result<Stream<'scope, Step, Vec<PromptItem>>, String> {
         let encoder = self.parts.as_ref().map(|_| {
             let s = Arc::clone(&self.settings);
             let processor = Arc::clone(&self.processor);
             PromptEncoder::new(move |v| prompt_of(&s, &processor, v).map_err(|e| e.to_string()))
         });
-        let (prompts, thread) =
-            variants.encode_prompts(encoder, Some(self.variants_per_seed()), &self.failure)?;
+        let (prompts, thread) = variants.encode_prompts(encoder, per_seed, &self.failure)?;
         push(&self.joins, thread, |j| &mut j.encode);
         Ok(prompts)
     }
@@ -305,17 +330,22 @@ impl<'scope> GraphBuilder<'scope> {
     /// Rollout: `worker.rollout.n` responses per variant at the run's sampling settings, with
     /// the version `trainer.max_staleness` allows. Returns the responses, ready for a reward
     /// stage, and the step reports [`GraphBuilder::update`] wants.
-    #[allow(clippy::type_complexity)]
     pub fn rollout(
         &mut self,
         prompts: Stream<'scope, Step, Vec<PromptItem>>,
-    ) -> Result<
-        (
-            Stream<'scope, Step, Vec<ToScore<RespPayload>>>,
-            Stream<'scope, Step, Vec<RolloutReport>>,
-        ),
-        String,
-    > {
+    ) -> RolloutResult<'scope> {
+        let per_seed = Some(self.variants_per_seed());
+        self.rollout_grouped(prompts, per_seed)
+    }
+
+    /// [`GraphBuilder::rollout`] for a stream with `per_seed` prompts per seed (None: unknown,
+    /// each step's seeds go at its end). A graph may have several rollout stages (e.g. a second
+    /// pass for some seeds); each runs on a thread of its own.
+    pub fn rollout_grouped(
+        &mut self,
+        prompts: Stream<'scope, Step, Vec<PromptItem>>,
+        per_seed: Option<usize>,
+    ) -> RolloutResult<'scope> {
         let s = &self.settings;
         let sampler = self.parts.as_ref().map(|_| {
             let mut params = s.sampling.clone();
@@ -331,12 +361,8 @@ impl<'scope> GraphBuilder<'scope> {
                 move |tokens| processor.decode(tokens, true).map_err(|e| e.to_string()),
             )
         });
-        let (responses, reports, thread) = prompts.rollout(
-            self.versions.clone(),
-            sampler,
-            Some(self.variants_per_seed()),
-            &self.failure,
-        )?;
+        let (responses, reports, thread) =
+            prompts.rollout(self.versions.clone(), sampler, per_seed, &self.failure)?;
         push(&self.joins, thread, |j| &mut j.rollout);
         let responses = responses.map(|r| ToScore {
             response: r.text,
@@ -456,7 +482,20 @@ impl<'scope> GraphBuilder<'scope> {
                     lengths.push(r.payload.length as usize);
                 }
                 let groups: Vec<Vec<Vec<Graded>>> = groups.into_values().collect();
-                let report = ctx.side.into_iter().next().unwrap_or_default();
+                // One report per rollout stage of the graph.
+                let report = ctx.side.into_iter().fold(
+                    RolloutReport {
+                        step,
+                        version: step.saturating_sub(s.max_staleness as u64),
+                        ..RolloutReport::default()
+                    },
+                    |mut a, r| {
+                        a.seconds += r.seconds;
+                        a.responses += r.responses;
+                        a.generated_tokens += r.generated_tokens;
+                        a
+                    },
+                );
                 let last = step + 1 == s.steps as u64;
                 let (val_accuracy, val_reward) =
                     if last || (s.val_freq > 0 && (step + 1).is_multiple_of(s.val_freq as u64)) {

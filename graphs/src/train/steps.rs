@@ -38,6 +38,9 @@ pub enum GraphKind {
     DrGrpo,
     /// GRPO's rollout with RLOO's leave-one-out baseline.
     Rloo,
+    /// Compute-aware Share-GRPO: a seed's first variant is sampled n times, and the seed expands
+    /// to its m variants only when those n rewards all tie (no learning signal).
+    AdaptiveShare,
     /// Supervised fine-tuning on the task's reference responses.
     Sft,
 }
@@ -49,9 +52,10 @@ impl GraphKind {
             "grpo" => Ok(Self::Grpo),
             "dr-grpo" | "dr_grpo" => Ok(Self::DrGrpo),
             "rloo" => Ok(Self::Rloo),
+            "adaptive-share" | "adaptive_share" => Ok(Self::AdaptiveShare),
             "sft" => Ok(Self::Sft),
             other => Err(format!(
-                "unknown graph `{other}`: expected share-grpo, grpo, dr-grpo, rloo or sft"
+                "unknown graph `{other}`: expected share-grpo, grpo, dr-grpo, rloo, adaptive-share or sft"
             )),
         }
     }
@@ -62,6 +66,7 @@ impl GraphKind {
             Self::Grpo => "grpo",
             Self::DrGrpo => "dr-grpo",
             Self::Rloo => "rloo",
+            Self::AdaptiveShare => "adaptive-share",
             Self::Sft => "sft",
         }
     }
@@ -132,12 +137,12 @@ impl Settings {
         let m_cfg = c.positive("worker.rollout.question_num")?;
         let n_cfg = c.positive("worker.rollout.n")?;
         let (m, n) = match graph {
-            GraphKind::ShareGrpo => (m_cfg, n_cfg),
+            GraphKind::ShareGrpo | GraphKind::AdaptiveShare => (m_cfg, n_cfg),
             GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
                 (1, n_cfg * m_cfg)
             }
         };
-        if graph == GraphKind::ShareGrpo && n < 2 {
+        if matches!(graph, GraphKind::ShareGrpo | GraphKind::AdaptiveShare) && n < 2 {
             return Err(
                 "`worker.rollout.n` must be at least 2 (a variant's std needs two responses)"
                     .into(),
@@ -146,7 +151,7 @@ impl Settings {
         let estimator = c.str("algorithm.adv_estimator")?;
         match (graph, estimator.as_str()) {
             (_, "auto")
-            | (GraphKind::ShareGrpo, "share_grpo")
+            | (GraphKind::ShareGrpo | GraphKind::AdaptiveShare, "share_grpo")
             | (GraphKind::Grpo, "grpo")
             | (GraphKind::DrGrpo, "dr_grpo")
             | (GraphKind::Rloo, "rloo")
@@ -388,7 +393,7 @@ pub fn step_questions(s: &Settings, step: u64) -> Result<Vec<Seed>, PolicyError>
 /// the original question and images.
 pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
     match s.graph {
-        GraphKind::ShareGrpo => drawn_variants(s, seed, step, s.m, 0),
+        GraphKind::ShareGrpo | GraphKind::AdaptiveShare => drawn_variants(s, seed, step, s.m, 0),
         GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
             vec![original_variant(seed)]
         }
@@ -511,12 +516,12 @@ pub fn seed_rows(
     rewards: &[f64],
 ) -> Result<Vec<(usize, usize, usize, f64)>, AdvantageError> {
     match s.graph {
-        GraphKind::ShareGrpo if s.local_advantage => {
+        GraphKind::ShareGrpo | GraphKind::AdaptiveShare if s.local_advantage => {
             Ok(share_grpo_advantages(rewards, s.m, s.n, s.convention)?
                 .rows()
                 .collect())
         }
-        GraphKind::ShareGrpo => {
+        GraphKind::ShareGrpo | GraphKind::AdaptiveShare => {
             let g = global_advantages(rewards, s.m, s.convention)?;
             Ok((0..s.m)
                 .flat_map(|k| (0..s.m).flat_map(move |j| (0..s.n).map(move |i| (k, j, i))))
@@ -736,6 +741,11 @@ pub fn run_sequential(
         policy.model.device(),
         policy.model.compute_dtype(),
     )?;
+    if s.graph == GraphKind::AdaptiveShare {
+        return Err(PolicyError::Input(
+            "the sequential reference loop has no adaptive-share graph".into(),
+        ));
+    }
     for step in 0..s.steps as u64 {
         // The graph scores old log-probs on the published snapshot of the step's version, seed
         // by seed; so does this loop.
