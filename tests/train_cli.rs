@@ -88,9 +88,38 @@ fn share_grpo_run_writes_metrics_checkpoint_plot_and_summary() {
         }
         assert!((0.0..=1.0).contains(&m["reward/overall"].as_f64().unwrap_or(-1.0)));
     }
-    for f in ["config.toml", "plot.png", "summary.json"] {
+    for f in ["config.toml", "plot.png", "summary.json", "timeline.png"] {
         assert!(run_dir.join(f).exists(), "{f} missing");
     }
+    // The stage timeline: every stage's busy spans.
+    let trace: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("trace.json")).expect("trace.json"),
+    )
+    .expect("trace.json is JSON");
+    let slices: Vec<&Value> = trace["traceEvents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["ph"] == "X")
+        .collect();
+    for stage in ["encode", "rollout", "old-log-probs", "update"] {
+        assert!(
+            slices.iter().any(|e| e["cat"] == stage),
+            "no {stage} spans in trace.json"
+        );
+    }
+    // A span per handler call: the update stage's for each step (its rows, then its end).
+    let mut updates: Vec<u64> = slices
+        .iter()
+        .filter(|e| e["cat"] == "update")
+        .filter_map(|e| e["args"]["step"].as_u64())
+        .collect();
+    updates.dedup();
+    assert_eq!(updates, vec![1, 2], "update spans of steps 1 and 2, in order");
+    let busy = &summary["stage_busy_seconds"];
+    assert!(busy["rollout"].as_f64().unwrap_or(0.0) > 0.0, "{busy}");
+    let ratio = summary["wall_over_stage_busy_sum"].as_f64().unwrap_or(0.0);
+    assert!(ratio > 0.0 && ratio.is_finite(), "{ratio}");
     // The TensorBoard event file (its bytes are checked against TensorBoard's own writer in
     // src/tools/tensorboard.rs): every metric's tag is in it.
     let events: Vec<_> = std::fs::read_dir(&run_dir)

@@ -15,7 +15,8 @@ use timely::dataflow::operators::vec::Map;
 
 use shareflow_runtime::Step;
 use shareflow_runtime::stage::{
-    Failure, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage, stage_channel,
+    StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
+    stage_channel,
 };
 
 use crate::expand::{VariantItem, seed_key};
@@ -103,7 +104,7 @@ pub trait EncodePrompts<'scope> {
         self,
         encoder: Option<PromptEncoder>,
         variants_per_seed: Option<usize>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<EncodeStreams<'scope>, String>;
 }
 
@@ -112,12 +113,12 @@ impl<'scope> EncodePrompts<'scope> for Stream<'scope, Step, Vec<VariantItem>> {
         self,
         encoder: Option<PromptEncoder>,
         variants_per_seed: Option<usize>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<EncodeStreams<'scope>, String> {
         let (ends, thread) = match encoder {
             Some(h) => {
                 let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("encode", thread_ends, h, failure.clone())?;
+                let t = spawn_stage("encode", thread_ends, h, ctx)?;
                 (Some(ends), Some(t))
             }
             None => (None, None),

@@ -19,7 +19,8 @@ use timely::dataflow::operators::{Concat, Exchange};
 
 use shareflow_runtime::Step;
 use shareflow_runtime::stage::{
-    Failure, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage, stage_channel,
+    Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
+    stage_channel,
 };
 
 use crate::encode::PromptItem;
@@ -177,7 +178,7 @@ pub trait ScoreOldLogProbs<'scope, P> {
         scorer: Option<OldLogProbScorer>,
         rows_per_seed: Option<usize>,
         variants_per_seed: Option<usize>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<OldLogProbStreams<'scope, P>, String>;
 }
 
@@ -191,12 +192,12 @@ where
         scorer: Option<OldLogProbScorer>,
         rows_per_seed: Option<usize>,
         variants_per_seed: Option<usize>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<OldLogProbStreams<'scope, P>, String> {
         let (ends, thread) = match scorer {
             Some(h) => {
                 let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("old-log-probs", thread_ends, h, failure.clone())?;
+                let t = spawn_stage("old-log-probs", thread_ends, h, ctx)?;
                 (Some(ends), Some(t))
             }
             None => (None, None),

@@ -21,7 +21,8 @@ use timely::dataflow::operators::vec::Map;
 use shareflow_runtime::Step;
 use shareflow_runtime::rng::DetRng;
 use shareflow_runtime::stage::{
-    Failure, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage, stage_channel,
+    StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
+    stage_channel,
 };
 
 use crate::old_log_probs::ReadyRow;
@@ -217,7 +218,7 @@ pub trait PolicyUpdate<'scope, P> {
         side: Stream<'scope, Step, Vec<S>>,
         ticks: Stream<'scope, Step, Vec<T>>,
         updater: Option<PolicyUpdater<P, S, R>>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<UpdateStreams<'scope, P, S, R>, String>
     where
         S: Clone + Send + 'static,
@@ -233,7 +234,7 @@ impl<'scope, P: Clone + Send + 'static> PolicyUpdate<'scope, P>
         side: Stream<'scope, Step, Vec<S>>,
         ticks: Stream<'scope, Step, Vec<T>>,
         updater: Option<PolicyUpdater<P, S, R>>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<UpdateStreams<'scope, P, S, R>, String>
     where
         S: Clone + Send + 'static,
@@ -243,7 +244,7 @@ impl<'scope, P: Clone + Send + 'static> PolicyUpdate<'scope, P>
         let (ends, thread) = match updater {
             Some(h) => {
                 let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("update", thread_ends, h, failure.clone())?;
+                let t = spawn_stage("update", thread_ends, h, ctx)?;
                 (Some(ends), Some(t))
             }
             None => (None, None),

@@ -19,7 +19,8 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::vec::Map;
 
 use shareflow_runtime::stage::{
-    Failure, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage, stage_channel,
+    Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
+    stage_channel,
 };
 use shareflow_runtime::{PolicyVersion, Step, VersionGate};
 
@@ -215,7 +216,7 @@ pub trait Rollout<'scope> {
         versions: Stream<'scope, Step, Vec<PolicyVersion>>,
         sampler: Option<Sampler>,
         variants_per_seed: Option<usize>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<RolloutStreams<'scope>, String>;
 }
 
@@ -225,12 +226,12 @@ impl<'scope> Rollout<'scope> for Stream<'scope, Step, Vec<PromptItem>> {
         versions: Stream<'scope, Step, Vec<PolicyVersion>>,
         sampler: Option<Sampler>,
         variants_per_seed: Option<usize>,
-        failure: &Failure,
+        ctx: &StageContext,
     ) -> Result<RolloutStreams<'scope>, String> {
         let (ends, thread) = match sampler {
             Some(h) => {
                 let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("rollout", thread_ends, h, failure.clone())?;
+                let t = spawn_stage("rollout", thread_ends, h, ctx)?;
                 (Some(ends), Some(t))
             }
             None => (None, None),

@@ -349,6 +349,70 @@ impl Failure {
     }
 }
 
+/// One busy span of a stage's thread: handling a group or a step's end.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Span {
+    pub stage: String,
+    pub step: Step,
+    /// Seconds since the timeline's origin.
+    pub start: f64,
+    pub end: f64,
+}
+
+/// The busy spans of a graph's stage threads (cheap to clone; clones share the spans).
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    origin: std::time::Instant,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Span>>>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timeline {
+    /// A timeline whose origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            spans: std::sync::Arc::default(),
+        }
+    }
+
+    /// Seconds since the origin.
+    pub fn now(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64()
+    }
+
+    /// Records a span.
+    pub fn record(&self, stage: &str, step: Step, start: f64, end: f64) {
+        if let Ok(mut s) = self.spans.lock() {
+            s.push(Span {
+                stage: stage.to_string(),
+                step,
+                start,
+                end,
+            });
+        }
+    }
+
+    /// The spans so far, by start time.
+    pub fn spans(&self) -> Vec<Span> {
+        let mut v = self.spans.lock().map(|s| s.clone()).unwrap_or_default();
+        v.sort_by(|a, b| a.start.total_cmp(&b.start));
+        v
+    }
+}
+
+/// What the stages of one graph share: the failure flag and the timeline of busy spans.
+#[derive(Debug, Clone, Default)]
+pub struct StageContext {
+    pub failure: Failure,
+    pub timeline: Timeline,
+}
+
 /// A stage thread, joined with [`StageThread::join`].
 #[derive(Debug)]
 pub struct StageThread<H> {
@@ -366,12 +430,13 @@ impl<H> StageThread<H> {
 }
 
 /// Starts a stage's thread (named `shareflow-{name}`): [`serve_stage`] with `handler`, stopping
-/// before any job once `failure` is set, and recording its own error there.
+/// before any job once the context's failure is set, recording its own error there, and each
+/// handler call as a busy span on the context's timeline.
 pub fn spawn_stage<K, D, R, H>(
     name: &str,
     ends: StageThreadEnds<K, D, R>,
     mut handler: H,
-    failure: Failure,
+    ctx: &StageContext,
 ) -> Result<StageThread<H>, String>
 where
     K: Send + 'static,
@@ -382,6 +447,8 @@ where
     struct Guarded<'a, H> {
         inner: &'a mut H,
         failure: &'a Failure,
+        timeline: &'a Timeline,
+        name: &'a str,
     }
     impl<K, D, R, H: StageHandler<K, D, R>> StageHandler<K, D, R> for Guarded<'_, H> {
         fn group(
@@ -394,22 +461,33 @@ where
             if self.failure.is_set() {
                 return Err("stopped after another stage failed".into());
             }
-            self.inner.group(step, key, records, out)
+            let start = self.timeline.now();
+            let r = self.inner.group(step, key, records, out);
+            self.timeline
+                .record(self.name, step, start, self.timeline.now());
+            r
         }
         fn end_of_step(&mut self, step: Step, out: &StageOutput<R>) -> Result<(), String> {
             if self.failure.is_set() {
                 return Err("stopped after another stage failed".into());
             }
-            self.inner.end_of_step(step, out)
+            let start = self.timeline.now();
+            let r = self.inner.end_of_step(step, out);
+            self.timeline
+                .record(self.name, step, start, self.timeline.now());
+            r
         }
     }
     let thread_name = format!("shareflow-{name}");
+    let (failure, timeline, stage) = (ctx.failure.clone(), ctx.timeline.clone(), name.to_string());
     let handle = std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
             let guarded = Guarded {
                 inner: &mut handler,
                 failure: &failure,
+                timeline: &timeline,
+                name: &stage,
             };
             match serve_stage(ends, guarded) {
                 Ok(_) => Ok(handler),

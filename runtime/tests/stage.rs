@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use shareflow_runtime::stage::{
-    Failure, StageHandler, StageOutput, offload_groups, spawn_stage, stage_channel,
+    StageContext, StageHandler, StageOutput, offload_groups, spawn_stage, stage_channel,
 };
 use shareflow_runtime::timely::dataflow::channels::pact::Pipeline;
 use shareflow_runtime::timely::dataflow::operators::{Inspect, Probe};
@@ -65,8 +65,9 @@ fn complete_groups_leave_early_and_steps_are_handed_over_in_order() {
         Arc::clone(&outputs),
         Arc::clone(&seen_before_end),
     );
-    let failure = Failure::default();
-    let stage_failure = failure.clone();
+    let ctx = StageContext::default();
+    let failure = ctx.failure.clone();
+    let timeline = ctx.timeline.clone();
     let thread = Arc::new(Mutex::new(None));
     let joins = Arc::clone(&thread);
     ClusterConfig::threads(1)
@@ -75,7 +76,7 @@ fn complete_groups_leave_early_and_steps_are_handed_over_in_order() {
             let handler = Recorder {
                 log: Arc::clone(&thread_log),
             };
-            let t = spawn_stage("test", thread_ends, handler, stage_failure.clone());
+            let t = spawn_stage("test", thread_ends, handler, &ctx);
             if let (Ok(t), Ok(mut j)) = (t, joins.lock()) {
                 *j = Some(t);
             }
@@ -162,6 +163,17 @@ fn complete_groups_leave_early_and_steps_are_handed_over_in_order() {
         .expect("thread");
     drop(t.join().expect("the stage thread ends cleanly"));
     assert!(!failure.is_set());
+    // One busy span per handler call, in order.
+    let spans: Vec<(String, Step)> = timeline
+        .spans()
+        .into_iter()
+        .map(|s| (s.stage, s.step))
+        .collect();
+    let want: Vec<(String, Step)> = [0, 0, 0, 1, 1]
+        .iter()
+        .map(|&t| ("test".into(), t))
+        .collect();
+    assert_eq!(spans, want);
 }
 
 /// A failing stage records its error, and the dataflow still finishes.
@@ -184,12 +196,12 @@ impl StageHandler<(), u32, u32> for Failing {
 
 #[test]
 fn a_failed_stage_releases_its_steps_and_reports_its_error() {
-    let failure = Failure::default();
-    let f = failure.clone();
+    let ctx = StageContext::default();
+    let failure = ctx.failure.clone();
     ClusterConfig::threads(1)
         .execute(move |worker| {
             let (ends, thread_ends) = stage_channel();
-            let t = spawn_stage("failing", thread_ends, Failing, f.clone()).expect("spawn");
+            let t = spawn_stage("failing", thread_ends, Failing, &ctx).expect("spawn");
             let mut data = InputHandle::<Step, _>::new();
             let probe = ProbeHandle::new();
             worker.dataflow::<Step, _, _>(|scope| {

@@ -22,6 +22,9 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw a small square at each point, for sparse series such as eval accuracy.
     pub markers: bool,
+    /// Join the points in pairs (0-1, 2-3, ...), each pair a segment of its own (the bars of a
+    /// timeline), instead of one line through all of them.
+    pub segments: bool,
 }
 
 /// A line plot: title, axis labels, y range and the curves.
@@ -284,7 +287,12 @@ fn draw_series(canvas: &mut Canvas, series: &Series, xa: Axis, ya: Axis, clip: R
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .map(|&(x, y)| (xa.map(x), ya.map(y)))
         .collect();
-    for pair in pixels.windows(2) {
+    let pairs: Vec<&[(f64, f64)]> = if series.segments {
+        pixels.chunks(2).collect()
+    } else {
+        pixels.windows(2).collect()
+    };
+    for pair in pairs {
         if let [a, b] = pair {
             canvas.thick_line(*a, *b, clip, series.color);
         }
@@ -914,12 +922,14 @@ mod tests {
                     color: BLUE,
                     points: reward,
                     markers: false,
+                    segments: false,
                 },
                 Series {
                     name: "eval accuracy".into(),
                     color: RED,
                     points: eval,
                     markers: true,
+                    segments: false,
                 },
             ],
         }
@@ -988,12 +998,14 @@ mod tests {
                 (5.0, 0.6),
             ],
             markers: true,
+            segments: false,
         });
         plot.series.push(Series {
             name: "empty".into(),
             color: [0, 0, 0],
             points: Vec::new(),
             markers: false,
+            segments: false,
         });
         let img = render(&plot, 800, 480);
         assert_eq!(img.dimensions(), (800, 480));
@@ -1009,6 +1021,7 @@ mod tests {
                 color: RED,
                 points: vec![(f64::NAN, f64::NAN)],
                 markers: false,
+                segments: false,
             }],
         };
         let _ = render(&lonely, 800, 480);

@@ -4,6 +4,7 @@
 //! optimizer and trainer state for an exact `--resume`), `plot.png` (reward and eval accuracy per
 //! step) and `summary.json`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,12 +19,105 @@ use shareflow_graphs::train::{
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, compute_dtype, device_name};
 
 use super::plot::{Plot, Series, save_png};
+use shareflow_runtime::stage::Span;
 
 /// The result of a run, for the final summary.
 #[derive(Debug)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub summary: Value,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// The stages of a timeline in order of first appearance, each with its busy seconds.
+fn stage_totals(spans: &[Span]) -> Vec<(String, f64)> {
+    let mut totals: Vec<(String, f64)> = Vec::new();
+    for s in spans {
+        match totals.iter_mut().find(|(n, _)| *n == s.stage) {
+            Some((_, t)) => *t += s.end - s.start,
+            None => totals.push((s.stage.clone(), s.end - s.start)),
+        }
+    }
+    totals
+}
+
+/// Writes the stage threads' busy spans as `timeline.png` (one row per stage, a bar per span)
+/// and `trace.json` (Chrome's trace-event format: chrome://tracing or ui.perfetto.dev open it;
+/// one track per stage, one slice per span named by its step). Returns each stage's busy seconds.
+fn write_timeline(
+    spans: &[Span],
+    settings: &Settings,
+    run_dir: &Path,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let totals = stage_totals(spans);
+    if spans.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    const COLORS: [[u8; 3]; 6] = [
+        [38, 139, 210],
+        [133, 153, 0],
+        [220, 50, 47],
+        [181, 137, 0],
+        [108, 113, 196],
+        [42, 161, 152],
+    ];
+    let rows = totals.len();
+    let series = totals
+        .iter()
+        .enumerate()
+        .map(|(i, (stage, busy))| {
+            let y = (rows - i) as f64;
+            Series {
+                name: format!("{stage} ({busy:.0} s busy)"),
+                color: COLORS[i % COLORS.len()],
+                points: spans
+                    .iter()
+                    .filter(|s| s.stage == *stage)
+                    .flat_map(|s| [(s.start, y), (s.end.max(s.start + 1e-3), y)])
+                    .collect(),
+                markers: false,
+                segments: true,
+            }
+        })
+        .collect();
+    let plot = Plot {
+        title: format!(
+            "stage busy spans, staleness {} ({})",
+            settings.max_staleness, settings.experiment_name
+        ),
+        x_label: "seconds since the run started".into(),
+        y_label: "stage (see legend)".into(),
+        y_range: Some((0.0, rows as f64 + 1.5)),
+        series,
+    };
+    save_png(&plot, &run_dir.join("timeline.png"))?;
+    let events: Vec<Value> = spans
+        .iter()
+        .map(|s| {
+            let tid = totals.iter().position(|(n, _)| *n == s.stage).unwrap_or(0);
+            json!({
+                "name": format!("step {}", s.step + 1),
+                "cat": s.stage,
+                "ph": "X",
+                "ts": s.start * 1e6,
+                "dur": (s.end - s.start) * 1e6,
+                "pid": 0,
+                "tid": tid,
+                "args": {"step": s.step + 1},
+            })
+        })
+        .chain(totals.iter().enumerate().map(|(tid, (stage, _))| {
+            json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": tid, "args": {"name": stage}})
+        }))
+        .collect();
+    std::fs::write(
+        run_dir.join("trace.json"),
+        serde_json::to_string(&json!({ "traceEvents": events }))?,
+    )?;
+    Ok(totals.into_iter().collect())
 }
 
 /// One metrics line, with the reference's metric names.
@@ -321,6 +415,7 @@ pub fn train(
         color: [220, 50, 47],
         points: val.clone(),
         markers: true,
+        segments: false,
     }];
     if graph != GraphKind::Sft {
         series.insert(
@@ -330,6 +425,7 @@ pub fn train(
                 color: [38, 139, 210],
                 points: accuracy,
                 markers: false,
+                segments: false,
             },
         );
         series.insert(
@@ -339,6 +435,7 @@ pub fn train(
                 color: [133, 153, 0],
                 points: reward,
                 markers: false,
+                segments: false,
             },
         );
     }
@@ -350,6 +447,7 @@ pub fn train(
         series,
     };
     save_png(&plot, &run_dir.join("plot.png"))?;
+    let stage_busy = write_timeline(&outcome.timeline, &settings, &run_dir)?;
 
     let val_after = outcome.records.last().and_then(|r| r.val_accuracy);
     let busy_rollout = outcome.rollout_busy;
@@ -377,6 +475,14 @@ pub fn train(
         "rollout_busy_seconds": busy_rollout,
         "update_busy_seconds": busy_update,
         "old_log_prob_busy_seconds": busy_old,
+        // Busy seconds of every stage thread (update includes eval and checkpoints), from the
+        // timeline; and the wall time over the slowest stage's (1.0: the slowest stage never
+        // waited) and over their sum (1.0: fully serial; lower: the stages overlapped).
+        "stage_busy_seconds": stage_busy,
+        "wall_over_slowest_stage": ratio(outcome.wall, stage_busy.values().copied().fold(0.0, f64::max)),
+        "wall_over_stage_busy_sum": ratio(outcome.wall, stage_busy.values().sum::<f64>()),
+        "timeline": (!outcome.timeline.is_empty()).then(|| run_dir.join("timeline.png")),
+        "trace": (!outcome.timeline.is_empty()).then(|| run_dir.join("trace.json")),
         // 1.0: stages fully serial (wall = sum of busy times); closer to the slowest stage's
         // share means they overlapped.
         "wall_over_busy_sum": if sum_busy > 0.0 { outcome.wall / sum_busy } else { 0.0 },

@@ -37,7 +37,7 @@ use shareflow_operators::{
     Sampler, ScoreOldLogProbs, ScoreResponses, Scored, SeedItem, ToScore, TrainRow, UpdateContext,
     VariantItem,
 };
-use shareflow_runtime::stage::{Failure, StageThread};
+use shareflow_runtime::stage::{Failure, Span, StageContext, StageThread, Timeline};
 use shareflow_runtime::{
     ClusterConfig, PolicyVersion, Step, StepDriver, VersionLoop, VersionPublish, version_loop,
 };
@@ -97,6 +97,8 @@ pub struct Outcome {
     pub update_busy: f64,
     /// Seconds the old-log-prob stage was busy (0 for SFT).
     pub old_log_prob_busy: f64,
+    /// The stage threads' busy spans (seconds since the run started; empty for SFT).
+    pub timeline: Vec<Span>,
     pub wall: f64,
 }
 
@@ -245,7 +247,7 @@ pub struct GraphBuilder<'scope> {
     seeds: Stream<'scope, Step, Vec<SeedItem>>,
     versions: Stream<'scope, Step, Vec<PolicyVersion>>,
     version_loop: Option<VersionLoop<'scope>>,
-    failure: Failure,
+    ctx: StageContext,
     store: PolicyStore,
     processor: Arc<Processor>,
     parts: Option<Parts>,
@@ -275,7 +277,12 @@ impl<'scope> GraphBuilder<'scope> {
 
     /// The run's failure flag (a user's stage can stop the run with a clear error).
     pub fn failure(&self) -> &Failure {
-        &self.failure
+        &self.ctx.failure
+    }
+
+    /// The run's stage context (failure flag, timeline), for a user's own stage operators.
+    pub fn stage_context(&self) -> &StageContext {
+        &self.ctx
     }
 
     /// The seed questions of each step (`data.rollout_batch_size` of them, in training-source
@@ -322,7 +329,7 @@ impl<'scope> GraphBuilder<'scope> {
             let processor = Arc::clone(&self.processor);
             PromptEncoder::new(move |v| prompt_of(&s, &processor, v).map_err(|e| e.to_string()))
         });
-        let (prompts, thread) = variants.encode_prompts(encoder, per_seed, &self.failure)?;
+        let (prompts, thread) = variants.encode_prompts(encoder, per_seed, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.encode);
         Ok(prompts)
     }
@@ -353,7 +360,7 @@ impl<'scope> GraphBuilder<'scope> {
             let processor = Arc::clone(&self.processor);
             Sampler::new(
                 self.store.clone(),
-                self.failure.clone(),
+                self.ctx.failure.clone(),
                 s.n,
                 params,
                 s.run_seed,
@@ -362,7 +369,7 @@ impl<'scope> GraphBuilder<'scope> {
             )
         });
         let (responses, reports, thread) =
-            prompts.rollout(self.versions.clone(), sampler, per_seed, &self.failure)?;
+            prompts.rollout(self.versions.clone(), sampler, per_seed, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.rollout);
         let responses = responses.map(|r| ToScore {
             response: r.text,
@@ -399,7 +406,7 @@ impl<'scope> GraphBuilder<'scope> {
                 self.store.clone(),
                 p.reference.take(),
                 self.settings.update.clone(),
-                self.failure.clone(),
+                self.ctx.failure.clone(),
             )?),
             None => None,
         };
@@ -408,7 +415,7 @@ impl<'scope> GraphBuilder<'scope> {
             scorer,
             rows_per_seed,
             Some(self.variants_per_seed()),
-            &self.failure,
+            &self.ctx,
         )?;
         push(&self.joins, thread, |j| &mut j.old_log_probs);
         Ok(ready)
@@ -427,7 +434,7 @@ impl<'scope> GraphBuilder<'scope> {
         };
         let updater = self.parts.take().map(|p| self.stock_updater(p));
         let (records, thread) =
-            rows.policy_update(reports, self.seeds.clone(), updater, &self.failure)?;
+            rows.policy_update(reports, self.seeds.clone(), updater, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.update);
         records.clone().publish_versions(versions);
         Ok(records)
@@ -612,15 +619,19 @@ pub fn run_graph(
     let processor = Arc::new(processor);
     let joins: Arc<Mutex<Joins>> = Arc::default();
     let val_after: Arc<Mutex<Option<(f64, f64)>>> = Arc::default();
-    let failure = Failure::default();
+    let ctx = StageContext {
+        failure: Failure::default(),
+        timeline: Timeline::new(),
+    };
+    let failure = ctx.failure.clone();
     let on_record = Arc::new(on_record);
     let records: Arc<Mutex<Vec<StepRecord>>> = Arc::new(Mutex::new(restored));
     let graph = Arc::new(graph);
     let in_flight = 1 + s.max_staleness as u64;
-    let (sink, run_joins, run_failure, run_val_after) = (
+    let (sink, run_joins, run_ctx, run_val_after) = (
         Arc::clone(&records),
         Arc::clone(&joins),
-        failure.clone(),
+        ctx.clone(),
         Arc::clone(&val_after),
     );
     ClusterConfig::threads(s.workers)
@@ -643,7 +654,7 @@ pub fn run_graph(
                     seeds: seeds.clone(),
                     versions,
                     version_loop: Some(version_loop),
-                    failure: run_failure.clone(),
+                    ctx: run_ctx.clone(),
                     store: store.clone(),
                     processor: Arc::clone(&processor),
                     parts,
@@ -653,7 +664,7 @@ pub fn run_graph(
                 let out = match graph(&mut g) {
                     Ok(records) if g.version_loop.is_none() => records,
                     Ok(records) => {
-                        run_failure.set(
+                        run_ctx.failure.set(
                             "the training graph must end with GraphBuilder::update".to_string(),
                         );
                         if let Some(l) = g.version_loop.take() {
@@ -662,7 +673,7 @@ pub fn run_graph(
                         records
                     }
                     Err(e) => {
-                        run_failure.set(e);
+                        run_ctx.failure.set(e);
                         if let Some(l) = g.version_loop.take() {
                             seeds.clone().publish_versions(l);
                         }
@@ -678,7 +689,7 @@ pub fn run_graph(
                 .probe_with(&probe);
             });
             let mut driver = StepDriver::new(in_flight);
-            let feed_failure = run_failure.clone();
+            let feed_failure = run_ctx.failure.clone();
             let batch = settings.batch as u64;
             let data = Arc::clone(&settings.train_data);
             driver.run_from(worker, &mut input, &probe, first, end, |step, input| {
@@ -751,5 +762,6 @@ pub fn run_graph(
         update_busy,
         old_log_prob_busy,
         wall: t_start.elapsed().as_secs_f64(),
+        timeline: ctx.timeline.spans(),
     })
 }

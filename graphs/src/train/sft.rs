@@ -197,6 +197,7 @@ pub fn run_sft(
         optimizer,
         rollout_busy: 0.0,
         old_log_prob_busy: 0.0,
+        timeline: Vec::new(),
         update_busy: busy,
         wall: start.elapsed().as_secs_f64(),
     })
