@@ -60,6 +60,8 @@ pub struct OldLogProbScorer {
     cfg: UpdateConfig,
     failure: Failure,
     busy: f64,
+    /// The policy of the step being scored (version = step).
+    current: Option<PolicyModel>,
 }
 
 impl std::fmt::Debug for OldLogProbScorer {
@@ -86,6 +88,7 @@ impl OldLogProbScorer {
             cfg,
             failure,
             busy: 0.0,
+            current: None,
         })
     }
 
@@ -98,6 +101,13 @@ impl OldLogProbScorer {
 impl<P: ResponseTokens + Clone + Send> StageHandler<String, OldLogProbIn<P>, ReadyRow<P>>
     for OldLogProbScorer
 {
+    fn prepare(&mut self, step: Step) -> Result<(), String> {
+        if self.current.as_ref().map(PolicyModel::version) != Some(step) {
+            self.current = Some(self.store.wait(step, &self.failure)?);
+        }
+        Ok(())
+    }
+
     fn group(
         &mut self,
         step: Step,
@@ -134,10 +144,12 @@ impl<P: ResponseTokens + Clone + Send> StageHandler<String, OldLogProbIn<P>, Rea
                 )),
             })
             .collect::<Result<_, _>>()?;
-        let model = self.store.wait(step, &self.failure)?;
+        let Some(model) = self.current.as_ref() else {
+            return Err(format!("step {step}: policy version {step} not prepared"));
+        };
         let t0 = std::time::Instant::now();
         let refs: Vec<&UpdateRow> = inputs.iter().collect();
-        let lp = old_log_probs(&model, self.reference.as_ref(), &refs, &self.cfg)
+        let lp = old_log_probs(model, self.reference.as_ref(), &refs, &self.cfg)
             .map_err(|e| format!("step {step}: old log-probs of seed {key}: {e}"))?;
         self.busy += t0.elapsed().as_secs_f64();
         let mut reference = lp.reference.into_iter();
@@ -157,6 +169,8 @@ impl<P: ResponseTokens + Clone + Send> StageHandler<String, OldLogProbIn<P>, Rea
     }
 
     fn end_of_step(&mut self, _step: Step, _out: &StageOutput<ReadyRow<P>>) -> Result<(), String> {
+        // The next step needs the next version.
+        self.current = None;
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use shareflow_runtime::stage::{
 use shareflow_runtime::{PolicyVersion, Step, VersionGate};
 
 use crate::encode::PromptItem;
-use crate::policy::SamplingParams;
+use crate::policy::{PolicyModel, SamplingParams};
 use crate::policy_store::PolicyStore;
 use crate::rl::{PromptInput, rollout_seed};
 
@@ -78,6 +78,8 @@ pub struct Sampler {
     decode: DecodeFn,
     report: Option<RolloutReport>,
     busy: f64,
+    /// The policy the current step samples with.
+    current: Option<PolicyModel>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -111,6 +113,7 @@ impl Sampler {
             decode: Box::new(decode),
             report: None,
             busy: 0.0,
+            current: None,
         }
     }
 
@@ -128,6 +131,14 @@ pub enum RolloutOut {
 }
 
 impl StageHandler<u32, PromptItem, RolloutOut> for Sampler {
+    fn prepare(&mut self, step: Step) -> Result<(), String> {
+        let version = step.saturating_sub(self.max_staleness);
+        if self.current.as_ref().map(PolicyModel::version) != Some(version) {
+            self.current = Some(self.store.wait(version, &self.failure)?);
+        }
+        Ok(())
+    }
+
     fn group(
         &mut self,
         step: Step,
@@ -140,13 +151,15 @@ impl StageHandler<u32, PromptItem, RolloutOut> for Sampler {
             return Ok(());
         };
         let version = step.saturating_sub(self.max_staleness);
-        let model = self.store.wait(version, &self.failure)?;
+        let Some(model) = self.current.as_ref().filter(|m| m.version() == version) else {
+            return Err(format!("step {step}: policy version {version} not prepared"));
+        };
         let t0 = Instant::now();
         let seed = std::sync::Arc::clone(&first.seed);
         let (key, b) = (first.key.clone(), first.b);
         let inputs: Vec<PromptInput> = prompts.iter().map(|p| p.prompt.clone()).collect();
         let responses = rollout_seed(
-            &model,
+            model,
             &seed.id,
             &inputs,
             self.n,

@@ -115,6 +115,12 @@ impl<R> StageOutput<R> {
 
 /// The handlers of a stage's thread.
 pub trait StageHandler<K, D, R> {
+    /// Called before each job of `step` and not counted as busy time: wait here for what the
+    /// step needs from elsewhere (e.g. a policy version). The default waits for nothing.
+    fn prepare(&mut self, _step: Step) -> Result<(), String> {
+        Ok(())
+    }
+
     /// A group of `step`'s records (in arrival order).
     fn group(
         &mut self,
@@ -143,9 +149,11 @@ pub fn serve_stage<K, D, R, H: StageHandler<K, D, R>>(
         match job {
             StageJob::Activator(a) => out.activator = Some(a),
             StageJob::Group { step, key, records } => {
+                handler.prepare(step)?;
                 handler.group(step, key, records, &out)?;
             }
             StageJob::EndOfStep { step } => {
+                handler.prepare(step)?;
                 handler.end_of_step(step, &out)?;
                 if !out.send(StageReply::StepDone { step }) {
                     break;
@@ -451,6 +459,9 @@ where
         name: &'a str,
     }
     impl<K, D, R, H: StageHandler<K, D, R>> StageHandler<K, D, R> for Guarded<'_, H> {
+        fn prepare(&mut self, step: Step) -> Result<(), String> {
+            self.inner.prepare(step)
+        }
         fn group(
             &mut self,
             step: Step,
