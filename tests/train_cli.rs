@@ -115,7 +115,11 @@ fn share_grpo_run_writes_metrics_checkpoint_plot_and_summary() {
         .filter_map(|e| e["args"]["step"].as_u64())
         .collect();
     updates.dedup();
-    assert_eq!(updates, vec![1, 2], "update spans of steps 1 and 2, in order");
+    assert_eq!(
+        updates,
+        vec![1, 2],
+        "update spans of steps 1 and 2, in order"
+    );
     let busy = &summary["stage_busy_seconds"];
     assert!(busy["rollout"].as_f64().unwrap_or(0.0) > 0.0, "{busy}");
     let ratio = summary["wall_over_stage_busy_sum"].as_f64().unwrap_or(0.0);

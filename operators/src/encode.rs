@@ -15,8 +15,7 @@ use timely::dataflow::operators::vec::Map;
 
 use shareflow_runtime::Step;
 use shareflow_runtime::stage::{
-    StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
-    stage_channel,
+    StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
 
 use crate::expand::{VariantItem, seed_key};
@@ -115,14 +114,7 @@ impl<'scope> EncodePrompts<'scope> for Stream<'scope, Step, Vec<VariantItem>> {
         variants_per_seed: Option<usize>,
         ctx: &StageContext,
     ) -> Result<EncodeStreams<'scope>, String> {
-        let (ends, thread) = match encoder {
-            Some(h) => {
-                let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("encode", thread_ends, h, ctx)?;
-                (Some(ends), Some(t))
-            }
-            None => (None, None),
-        };
+        let (ends, thread) = start_stage("encode", encoder, ctx)?;
         let ticks = self.clone().map(|_| ());
         let prompts = offload_groups(
             self,

@@ -19,8 +19,7 @@ use timely::dataflow::operators::{Concat, Exchange};
 
 use shareflow_runtime::Step;
 use shareflow_runtime::stage::{
-    Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
-    stage_channel,
+    Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
 
 use crate::encode::PromptItem;
@@ -208,14 +207,7 @@ where
         variants_per_seed: Option<usize>,
         ctx: &StageContext,
     ) -> Result<OldLogProbStreams<'scope, P>, String> {
-        let (ends, thread) = match scorer {
-            Some(h) => {
-                let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("old-log-probs", thread_ends, h, ctx)?;
-                (Some(ends), Some(t))
-            }
-            None => (None, None),
-        };
+        let (ends, thread) = start_stage("old-log-probs", scorer, ctx)?;
         let ticks = prompts.clone().map(|_| ());
         let items = self
             .exchange(|_| 0)

@@ -21,8 +21,7 @@ use timely::dataflow::operators::vec::Map;
 use shareflow_runtime::Step;
 use shareflow_runtime::rng::DetRng;
 use shareflow_runtime::stage::{
-    StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
-    stage_channel,
+    StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
 
 use crate::old_log_probs::ReadyRow;
@@ -241,14 +240,7 @@ impl<'scope, P: Clone + Send + 'static> PolicyUpdate<'scope, P>
         T: Clone + 'static,
         R: Clone + Send + 'static,
     {
-        let (ends, thread) = match updater {
-            Some(h) => {
-                let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("update", thread_ends, h, ctx)?;
-                (Some(ends), Some(t))
-            }
-            None => (None, None),
-        };
+        let (ends, thread) = start_stage("update", updater, ctx)?;
         let items = self.map(UpdateIn::Row).concat(side.map(UpdateIn::Side));
         let out = offload_groups(
             items,

@@ -19,8 +19,7 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::vec::Map;
 
 use shareflow_runtime::stage::{
-    Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, spawn_stage,
-    stage_channel,
+    Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
 use shareflow_runtime::{PolicyVersion, Step, VersionGate};
 
@@ -152,7 +151,9 @@ impl StageHandler<u32, PromptItem, RolloutOut> for Sampler {
         };
         let version = step.saturating_sub(self.max_staleness);
         let Some(model) = self.current.as_ref().filter(|m| m.version() == version) else {
-            return Err(format!("step {step}: policy version {version} not prepared"));
+            return Err(format!(
+                "step {step}: policy version {version} not prepared"
+            ));
         };
         let t0 = Instant::now();
         let seed = std::sync::Arc::clone(&first.seed);
@@ -241,14 +242,7 @@ impl<'scope> Rollout<'scope> for Stream<'scope, Step, Vec<PromptItem>> {
         variants_per_seed: Option<usize>,
         ctx: &StageContext,
     ) -> Result<RolloutStreams<'scope>, String> {
-        let (ends, thread) = match sampler {
-            Some(h) => {
-                let (ends, thread_ends) = stage_channel();
-                let t = spawn_stage("rollout", thread_ends, h, ctx)?;
-                (Some(ends), Some(t))
-            }
-            None => (None, None),
-        };
+        let (ends, thread) = start_stage("rollout", sampler, ctx)?;
         // The version the sampler uses follows from the step (the store holds it); the gate's
         // job is to hold the step until the feedback frontier says it may run.
         let gated = self

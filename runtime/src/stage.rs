@@ -514,3 +514,29 @@ where
         handle,
     })
 }
+
+/// The operator's ends of a stage and its thread: both `None` on a worker without a handler.
+pub type StartedStage<K, D, R, H> = (Option<StageEnds<K, D, R>>, Option<StageThread<H>>);
+
+/// Starts the thread of a stage's `handler` (see [`spawn_stage`]) when there is one (on the
+/// worker that runs the stage), and returns the ends its [`offload_groups`] operator takes.
+pub fn start_stage<K, D, R, H>(
+    name: &str,
+    handler: Option<H>,
+    ctx: &StageContext,
+) -> Result<StartedStage<K, D, R, H>, String>
+where
+    K: Send + 'static,
+    D: Send + 'static,
+    R: Send + 'static,
+    H: StageHandler<K, D, R> + Send + 'static,
+{
+    match handler {
+        Some(h) => {
+            let (ends, thread_ends) = stage_channel();
+            let thread = spawn_stage(name, thread_ends, h, ctx)?;
+            Ok((Some(ends), Some(thread)))
+        }
+        None => Ok((None, None)),
+    }
+}
