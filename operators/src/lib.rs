@@ -1,10 +1,15 @@
 //! shareflow-operators: the reinforcement-learning operators of shareflow, as timely extension
 //! traits over streams of records, each a thin shell over plain, unit-tested functions.
 //!
-//! Model-free half of Share-GRPO (this crate so far): reward scoring with the reference's `math`
+//! The policy half of a training step: variant expansion ([`ExpandVariants`]), prompt encoding
+//! ([`EncodePrompts`]), batched rollout ([`Rollout`]), old log-probs ([`ScoreOldLogProbs`]) and
+//! the PPO loss with AdamW ([`PolicyUpdate`]), the heavy ones on threads of their own, reading
+//! published policy versions from a [`PolicyStore`]; the candle policy model is in [`policy`].
+//!
+//! The model-free half: reward scoring with the reference's `math`
 //! and `r1v` rules and a `mathruler`-compatible grader ([`reward`]), local normalisation
 //! ([`NormalizeLocal`]), global normalisation ([`NormalizeGlobal`]), cross-variant sharing
-//! ([`ShareAcrossVariants`]) and plain GRPO normalisation ([`NormalizeGrpo`]); the maths lives in
+//! ([`ShareAcrossVariants`]) and one-group-per-seed normalisation ([`NormalizeGrpo`]: GRPO, Dr. GRPO, RLOO); the maths lives in
 //! [`advantage`]. The embedded "shapes" visual-reasoning task and Share-GRPO's variant expansion
 //! (textual rewrites, visual transforms, compensatory and format prompts) are in [`task`].
 //! Training datasets (parquet / JSON lines in the EasyR1 layout, validated at load time) are

@@ -500,8 +500,24 @@ where
                 timeline: &timeline,
                 name: &stage,
             };
-            match serve_stage(ends, guarded) {
-                Ok(_) => Ok(handler),
+            // A panic must not leave other stages waiting for what this one would have made.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve_stage(ends, guarded)
+            }));
+            let outcome = match served {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    Err(format!("the {stage} stage panicked: {what}"))
+                }
+            };
+            match outcome {
+                Ok(()) => Ok(handler),
                 Err(e) => {
                     failure.set(e.clone());
                     Err(e)

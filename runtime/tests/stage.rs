@@ -230,3 +230,35 @@ fn a_failed_stage_releases_its_steps_and_reports_its_error() {
         .expect("dataflow runs");
     assert_eq!(failure.get().as_deref(), Some("step 0: broken"));
 }
+
+/// A stage that panics stops the run like one that fails: the failure names the panic.
+struct Panicking;
+
+impl StageHandler<(), u32, u32> for Panicking {
+    fn group(&mut self, _: Step, _: (), _: Vec<u32>, _: &StageOutput<u32>) -> Result<(), String> {
+        panic!("index out of range");
+    }
+    fn end_of_step(&mut self, _: Step, _: &StageOutput<u32>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_stage_sets_the_failure() {
+    let ctx = StageContext::default();
+    let failure = ctx.failure.clone();
+    let (ends, thread_ends) = stage_channel::<(), u32, u32>();
+    let t = spawn_stage("panicking", thread_ends, Panicking, &ctx).expect("spawn");
+    let _ = ends.jobs.send(shareflow_runtime::stage::StageJob::Group {
+        step: 0,
+        key: (),
+        records: vec![1],
+    });
+    drop(ends);
+    let err = t.join().err().unwrap_or_default();
+    assert!(
+        err.contains("panicking stage panicked: index out of range"),
+        "{err}"
+    );
+    assert_eq!(failure.get(), Some(err));
+}
