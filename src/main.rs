@@ -106,7 +106,7 @@ struct TrainCmd {
     /// Override one key, e.g. `--set worker.rollout.n=4`; repeatable, applied after --config.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// The graph: share-grpo, grpo, dr-grpo, rloo or sft.
+    /// The graph: share-grpo, grpo, dr-grpo, rloo, dapo, adaptive-share or sft.
     #[arg(long, default_value = "share-grpo")]
     graph: String,
     /// Print every configuration key with its default and meaning, then exit.

@@ -193,7 +193,7 @@ fn share_grpo_run_writes_metrics_checkpoint_plot_and_summary() {
 fn every_other_graph_runs() {
     let dir = temp_dir("train-graphs");
     let out = dir.to_string_lossy().into_owned();
-    for graph in ["grpo", "dr-grpo", "rloo", "adaptive-share", "sft"] {
+    for graph in ["grpo", "dr-grpo", "rloo", "dapo", "adaptive-share", "sft"] {
         let mut args = tiny(&out, graph);
         args.extend(["--graph".into(), graph.into()]);
         let (ok, stdout, err) = run(&args);

@@ -3,7 +3,7 @@
 //! -> loss and optimizer. A user's graph is a function of the same shape (see
 //! `examples/custom_graph.rs`).
 
-use shareflow_operators::{GroupShape, seed_key};
+use shareflow_operators::{GroupShape, Scored, seed_key};
 use shareflow_runtime::timely::dataflow::operators::core::OkErr;
 use shareflow_runtime::timely::dataflow::operators::vec::Map;
 use shareflow_runtime::timely::dataflow::operators::{Concat, Exchange};
@@ -49,6 +49,53 @@ pub fn dr_grpo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
 /// RLOO: GRPO's walk with a leave-one-out baseline.
 pub fn rloo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
     one_group_per_seed(g, Estimator::Rloo)
+}
+
+/// DAPO's dynamic sampling (Yu et al., "DAPO"): `data.gen_batch_size` questions are sampled;
+/// those whose rewards all tie (all-zero GRPO advantages, no signal) are dropped, and the first
+/// `data.rollout_batch_size` of the rest, in the step's seed order, are trained on. The loss is
+/// token-level (`token-mean`) with the configured asymmetric clip (`clip_ratio_high`).
+pub fn dapo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
+    let group = g.settings().n;
+    let keep = g.settings().keep;
+    let shape = GroupShape {
+        m: 1,
+        n: group as u32,
+    };
+
+    let seeds = g.seeds();
+    let variants = g.expand(seeds);
+    let prompts = g.encode(variants)?;
+    let (responses, reports) = g.rollout(prompts.clone())?;
+    let scored = score_math(responses);
+    let informative = scored
+        .group_by_key("DropTiedGroups", |s| s.seed.clone(), move |_| Some(group))
+        .flat_map(|g| {
+            let tied = g.members.windows(2).all(|w| w[0].reward == w[1].reward);
+            if tied { Vec::new() } else { g.members }
+        });
+    // The step's informative questions, all of them, then the first `keep`.
+    let kept = informative
+        .group_by_key("FirstInformative", |_| (), |_| None)
+        .flat_map(move |g| first_seeds(g.members, keep));
+    let (rows, issues) = advantage_stage(kept, Estimator::Grpo, Some(shape));
+    g.warn_issues(issues);
+    let ready = g.old_log_probs(rows, prompts, None)?;
+    g.update(ready, reports)
+}
+
+/// The responses of the first `keep` seeds (by seed key, i.e. position in the step).
+fn first_seeds<P>(mut scored: Vec<Scored<P>>, keep: usize) -> Vec<Scored<P>> {
+    if keep == 0 {
+        return Vec::new();
+    }
+    scored.sort_by(|a, b| (&a.seed, a.variant, a.sample).cmp(&(&b.seed, b.variant, b.sample)));
+    let mut seeds: Vec<&str> = scored.iter().map(|s| s.seed.as_str()).collect();
+    seeds.dedup();
+    if let Some(last) = seeds.get(keep - 1).map(|s| s.to_string()) {
+        scored.retain(|s| s.seed <= last);
+    }
+    scored
 }
 
 /// The walk of the one-group-per-seed graphs: the original question, one normalisation of the

@@ -112,6 +112,12 @@ pub fn keys() -> Vec<KeyDef> {
             "seed questions per training step",
         ),
         k(
+            "data.gen_batch_size",
+            Value::Integer(0),
+            "dapo only: questions sampled per step, of which the first rollout_batch_size whose \
+             rewards do not all tie are trained on (0: twice rollout_batch_size)",
+        ),
+        k(
             "data.val_size",
             Value::Integer(512),
             "validation questions: the first N of data.val_files (0: no validation); with \

@@ -142,6 +142,7 @@ pub fn run_dataflow(
         GraphKind::Grpo => crate::share_grpo::grpo,
         GraphKind::DrGrpo => crate::share_grpo::dr_grpo,
         GraphKind::Rloo => crate::share_grpo::rloo,
+        GraphKind::Dapo => crate::share_grpo::dapo,
         GraphKind::AdaptiveShare => crate::share_grpo::adaptive_share,
         GraphKind::Sft => {
             return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
@@ -161,7 +162,7 @@ pub fn estimator(s: &Settings) -> Estimator {
         }
         GraphKind::DrGrpo => Estimator::DrGrpo,
         GraphKind::Rloo => Estimator::Rloo,
-        GraphKind::Grpo | GraphKind::Sft => Estimator::Grpo,
+        GraphKind::Grpo | GraphKind::Dapo | GraphKind::Sft => Estimator::Grpo,
     }
 }
 

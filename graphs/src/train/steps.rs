@@ -38,6 +38,10 @@ pub enum GraphKind {
     DrGrpo,
     /// GRPO's rollout with RLOO's leave-one-out baseline.
     Rloo,
+    /// DAPO's dynamic sampling: `data.gen_batch_size` questions are sampled, those whose rewards
+    /// all tie are dropped, and the first `data.rollout_batch_size` of the rest are trained on
+    /// (GRPO advantages, token-level loss, clip-higher via `worker.actor.clip_ratio_high`).
+    Dapo,
     /// Compute-aware Share-GRPO: a seed's first variant is sampled n times, and the seed expands
     /// to its m variants only when those n rewards all tie (no learning signal).
     AdaptiveShare,
@@ -52,10 +56,11 @@ impl GraphKind {
             "grpo" => Ok(Self::Grpo),
             "dr-grpo" | "dr_grpo" => Ok(Self::DrGrpo),
             "rloo" => Ok(Self::Rloo),
+            "dapo" => Ok(Self::Dapo),
             "adaptive-share" | "adaptive_share" => Ok(Self::AdaptiveShare),
             "sft" => Ok(Self::Sft),
             other => Err(format!(
-                "unknown graph `{other}`: expected share-grpo, grpo, dr-grpo, rloo, adaptive-share or sft"
+                "unknown graph `{other}`: expected share-grpo, grpo, dr-grpo, rloo, dapo, adaptive-share or sft"
             )),
         }
     }
@@ -66,6 +71,7 @@ impl GraphKind {
             Self::Grpo => "grpo",
             Self::DrGrpo => "dr-grpo",
             Self::Rloo => "rloo",
+            Self::Dapo => "dapo",
             Self::AdaptiveShare => "adaptive-share",
             Self::Sft => "sft",
         }
@@ -82,7 +88,11 @@ pub struct Settings {
     pub dtype: String,
     pub run_seed: u64,
     pub steps: usize,
+    /// Seed questions sampled per step (for dapo, `data.gen_batch_size`).
     pub batch: usize,
+    /// Seed questions trained on per step at most (`data.rollout_batch_size`; below `batch` only
+    /// for dapo, which keeps the first of those whose rewards do not all tie).
+    pub keep: usize,
     /// Variants per seed (1 for grpo).
     pub m: usize,
     /// Responses per variant (n * question_num for grpo).
@@ -138,9 +148,11 @@ impl Settings {
         let n_cfg = c.positive("worker.rollout.n")?;
         let (m, n) = match graph {
             GraphKind::ShareGrpo | GraphKind::AdaptiveShare => (m_cfg, n_cfg),
-            GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
-                (1, n_cfg * m_cfg)
-            }
+            GraphKind::Grpo
+            | GraphKind::DrGrpo
+            | GraphKind::Rloo
+            | GraphKind::Dapo
+            | GraphKind::Sft => (1, n_cfg * m_cfg),
         };
         if matches!(graph, GraphKind::ShareGrpo | GraphKind::AdaptiveShare) && n < 2 {
             return Err(
@@ -152,7 +164,7 @@ impl Settings {
         match (graph, estimator.as_str()) {
             (_, "auto")
             | (GraphKind::ShareGrpo | GraphKind::AdaptiveShare, "share_grpo")
-            | (GraphKind::Grpo, "grpo")
+            | (GraphKind::Grpo | GraphKind::Dapo, "grpo")
             | (GraphKind::DrGrpo, "dr_grpo")
             | (GraphKind::Rloo, "rloo")
             | (GraphKind::Sft, _) => {}
@@ -298,6 +310,20 @@ impl Settings {
             steps,
             batch: match graph {
                 GraphKind::Sft => c.positive("sft.batch_size")?,
+                GraphKind::Dapo => match c.usize("data.gen_batch_size")? {
+                    0 => 2 * c.positive("data.rollout_batch_size")?,
+                    g if g < c.positive("data.rollout_batch_size")? => {
+                        return Err(format!(
+                            "`data.gen_batch_size` = {g} is below `data.rollout_batch_size`: dapo \
+                             samples at least as many questions as it trains on"
+                        ));
+                    }
+                    g => g,
+                },
+                _ => c.positive("data.rollout_batch_size")?,
+            },
+            keep: match graph {
+                GraphKind::Sft => c.positive("sft.batch_size")?,
                 _ => c.positive("data.rollout_batch_size")?,
             },
             m,
@@ -394,7 +420,11 @@ pub fn step_questions(s: &Settings, step: u64) -> Result<Vec<Seed>, PolicyError>
 pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
     match s.graph {
         GraphKind::ShareGrpo | GraphKind::AdaptiveShare => drawn_variants(s, seed, step, s.m, 0),
-        GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
+        GraphKind::Grpo
+        | GraphKind::DrGrpo
+        | GraphKind::Rloo
+        | GraphKind::Dapo
+        | GraphKind::Sft => {
             vec![original_variant(seed)]
         }
     }
@@ -528,7 +558,11 @@ pub fn seed_rows(
                 .map(|(k, j, i)| (k, j, i, g[j * s.n + i]))
                 .collect())
         }
-        GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Sft => {
+        GraphKind::Grpo
+        | GraphKind::DrGrpo
+        | GraphKind::Rloo
+        | GraphKind::Dapo
+        | GraphKind::Sft => {
             let baseline = match s.graph {
                 GraphKind::DrGrpo => GroupBaseline::Mean,
                 GraphKind::Rloo => GroupBaseline::LeaveOneOut,
@@ -741,10 +775,11 @@ pub fn run_sequential(
         policy.model.device(),
         policy.model.compute_dtype(),
     )?;
-    if s.graph == GraphKind::AdaptiveShare {
-        return Err(PolicyError::Input(
-            "the sequential reference loop has no adaptive-share graph".into(),
-        ));
+    if matches!(s.graph, GraphKind::AdaptiveShare | GraphKind::Dapo) {
+        return Err(PolicyError::Input(format!(
+            "the sequential reference loop has no {} graph",
+            s.graph.name()
+        )));
     }
     for step in 0..s.steps as u64 {
         // The graph scores old log-probs on the published snapshot of the step's version, seed
