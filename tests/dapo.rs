@@ -1,7 +1,8 @@
 //! The dapo graph on the embedded policy against GRPO's own rollouts: at step 0 both sample the
 //! same questions with the same policy and random streams (one question's responses per batch in
 //! both), so dapo must train on exactly min(keep, the questions GRPO saw not all tied), none of
-//! them tied, n responses each.
+//! them tied, n responses each; and with two rounds, it samples the second round's questions
+//! exactly when the first left fewer than keep informative ones.
 
 use shareflow::graphs::train::{Config, GraphKind, Settings, Start, StepRecord, run_dataflow};
 use shareflow::operators::policy::candle::Device;
@@ -57,6 +58,7 @@ fn dapo_trains_the_first_questions_whose_rewards_differ() -> anyhow::Result<()> 
             &[
                 format!("data.rollout_batch_size={keep}"),
                 format!("data.gen_batch_size={GEN}"),
+                "algorithm.filter_groups.max_num_gen_batches=1".into(),
             ],
         )?;
         assert_eq!((dapo_settings.batch, dapo_settings.keep), (GEN, keep));
@@ -71,6 +73,47 @@ fn dapo_trains_the_first_questions_whose_rewards_differ() -> anyhow::Result<()> 
         assert_eq!(r.responses, r.seeds * 4);
         // Every sampled response was generated, trained on or not.
         assert_eq!(dapo[0].generated_tokens, grpo[0].generated_tokens);
+    }
+
+    // Two rounds: GRPO on the step's 2 * GEN positions samples what both rounds would.
+    let grpo2 = run(
+        &dir,
+        &settings(
+            &dir,
+            GraphKind::Grpo,
+            &[format!("data.rollout_batch_size={}", 2 * GEN)],
+        )?,
+    )?;
+    let tied2 = (grpo2[0].rollout.tied_fraction * (2 * GEN) as f64).round() as usize;
+    // The second round adds informative questions.
+    assert!(2 * GEN - tied2 > GEN - tied, "{tied2} of {} tied", 2 * GEN);
+    for (keep, refills) in [(1, false), (GEN, true)] {
+        let dapo_settings = settings(
+            &dir,
+            GraphKind::Dapo,
+            &[
+                format!("data.rollout_batch_size={keep}"),
+                format!("data.gen_batch_size={GEN}"),
+                "algorithm.filter_groups.max_num_gen_batches=2".into(),
+            ],
+        )?;
+        assert_eq!(
+            (dapo_settings.batch, dapo_settings.gen_rounds),
+            (2 * GEN, 2)
+        );
+        let dapo = run(&dir, &dapo_settings)?;
+        let r = &dapo[0].rollout;
+        // keep = 1: the first round has informative questions; no second round is sampled.
+        // keep = GEN: the first round has too few; the second is sampled, and the first GEN
+        // informative questions of both are trained on.
+        let (seeds, tokens) = if refills {
+            (keep.min(2 * GEN - tied2), grpo2[0].generated_tokens)
+        } else {
+            (keep.min(GEN - tied), grpo[0].generated_tokens)
+        };
+        assert_eq!(r.seeds, seeds, "keep {keep}");
+        assert_eq!(r.tied_fraction, 0.0, "keep {keep}");
+        assert_eq!(dapo[0].generated_tokens, tokens, "keep {keep}");
     }
 
     let e = settings(

@@ -1,9 +1,14 @@
-//! The stock RL graphs, each a walk of the data through public operators, top to bottom:
+//! The stock graphs, each a walk of the data through public operators, top to bottom: for RL,
 //! source -> expansion -> prompts -> rollout -> reward -> normalise -> share -> old log-probs
-//! -> loss and optimizer. A user's graph is a function of the same shape (see
-//! `examples/custom_graph.rs`).
+//! -> loss and optimizer; for SFT, source -> variant -> prompt -> reference response -> loss and
+//! optimizer. A user's graph is a function of the same shape (see `examples/custom_graph.rs`).
 
-use shareflow_operators::{GroupShape, Scored, seed_key};
+use std::collections::BTreeMap;
+
+use shareflow_operators::{GroupShape, RolloutReport, Scored, seed_key};
+use shareflow_runtime::Step;
+use shareflow_runtime::timely::ExchangeData;
+use shareflow_runtime::timely::dataflow::Stream;
 use shareflow_runtime::timely::dataflow::operators::core::OkErr;
 use shareflow_runtime::timely::dataflow::operators::vec::Map;
 use shareflow_runtime::timely::dataflow::operators::{Concat, Exchange};
@@ -52,28 +57,60 @@ pub fn rloo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
 }
 
 /// DAPO's dynamic sampling (Yu et al., "DAPO"): `data.gen_batch_size` questions are sampled;
-/// those whose rewards all tie (all-zero GRPO advantages, no signal) are dropped, and the first
-/// `data.rollout_batch_size` of the rest, in the step's seed order, are trained on. The loss is
-/// token-level (`token-mean`) with the configured asymmetric clip (`clip_ratio_high`).
+/// those whose rewards all tie (all-zero GRPO advantages, no signal) are dropped; while fewer than
+/// `data.rollout_batch_size` questions are left, another round of `data.gen_batch_size` questions
+/// is sampled, up to `algorithm.filter_groups.max_num_gen_batches` rounds (a round is its own
+/// rollout stage, gated on the rounds before it); and the first `data.rollout_batch_size`
+/// informative questions, in the step's seed order, are trained on. The loss is token-level
+/// (`token-mean`) with the configured asymmetric clip (`clip_ratio_high`).
+// `ok_err` splits by a `Result`; a variant is large, and that is fine here.
+#[allow(clippy::result_large_err)]
 pub fn dapo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
     let group = g.settings().n;
     let keep = g.settings().keep;
+    let rounds = g.settings().gen_rounds.max(1);
+    let per_round = g.settings().batch / rounds;
     let shape = GroupShape {
         m: 1,
         n: group as u32,
     };
 
-    let seeds = g.seeds();
-    let variants = g.expand(seeds);
-    let prompts = g.encode(variants)?;
-    let (responses, reports) = g.rollout(prompts.clone())?;
-    let scored = score_math(responses);
-    let informative = scored
-        .group_by_key("DropTiedGroups", |s| s.seed.clone(), move |_| Some(group))
-        .flat_map(|g| {
-            let tied = g.members.windows(2).all(|w| w[0].reward == w[1].reward);
-            if tied { Vec::new() } else { g.members }
+    let mut later = g.seeds();
+    let mut informative = None;
+    let mut seen = None;
+    let mut reports = None;
+    let mut prompts = None;
+    for round in 0..rounds {
+        // This round's questions: the next `per_round` positions of the step.
+        let (mut seeds, rest) = later.ok_err(move |s| {
+            if (s.b as usize) < (round + 1) * per_round {
+                Ok(s)
+            } else {
+                Err(s)
+            }
         });
+        later = rest;
+        if let Some(seen) = seen.clone() {
+            // Sample them only while the rounds before left fewer than `keep` informative
+            // questions.
+            let short = informative_count(seen)
+                .map(move |n| ((), n < keep))
+                .exchange(|_| 0);
+            seeds = seeds.keep_if(short, |_| ());
+        }
+        let variants = g.expand(seeds);
+        let round_prompts = g.encode(variants)?;
+        let (responses, round_reports) = g.rollout(round_prompts.clone())?;
+        let scored = score_math(responses);
+        let round_informative = drop_tied(scored.clone(), group);
+        seen = Some(concat(seen, scored));
+        informative = Some(concat(informative, round_informative));
+        reports = Some(concat(reports, round_reports));
+        prompts = Some(concat(prompts, round_prompts));
+    }
+    let (Some(informative), Some(reports), Some(prompts)) = (informative, reports, prompts) else {
+        return Err("dapo needs at least one round of sampling".into());
+    };
     // The step's informative questions, all of them, then the first `keep`.
     let kept = informative
         .group_by_key("FirstInformative", |_| (), |_| None)
@@ -82,6 +119,55 @@ pub fn dapo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
     g.warn_issues(issues);
     let ready = g.old_log_probs(rows, prompts, None)?;
     g.update(ready, reports)
+}
+
+/// The responses of the seeds whose `n` rewards do not all tie.
+fn drop_tied<'s, P: ExchangeData>(
+    scored: Stream<'s, Step, Vec<Scored<P>>>,
+    n: usize,
+) -> Stream<'s, Step, Vec<Scored<P>>> {
+    scored
+        .group_by_key("DropTiedGroups", |s| s.seed.clone(), move |_| Some(n))
+        .flat_map(|g| {
+            if tied(&g.members) {
+                Vec::new()
+            } else {
+                g.members
+            }
+        })
+}
+
+/// The number of the step's seeds in `scored` whose rewards do not all tie (one count per step,
+/// on one worker, once the step's responses are all in).
+fn informative_count<'s, P: ExchangeData>(
+    scored: Stream<'s, Step, Vec<Scored<P>>>,
+) -> Stream<'s, Step, Vec<usize>> {
+    scored
+        .group_by_key("CountInformative", |_| (), |_| None)
+        .map(|g| {
+            let mut by_seed: BTreeMap<&str, Vec<&Scored<P>>> = BTreeMap::new();
+            for s in &g.members {
+                by_seed.entry(s.seed.as_str()).or_default().push(s);
+            }
+            by_seed
+                .values()
+                .filter(|m| !m.windows(2).all(|w| w[0].reward == w[1].reward))
+                .count()
+        })
+}
+
+fn tied<P>(members: &[Scored<P>]) -> bool {
+    members.windows(2).all(|w| w[0].reward == w[1].reward)
+}
+
+fn concat<'s, D: Clone + 'static>(
+    a: Option<Stream<'s, Step, Vec<D>>>,
+    b: Stream<'s, Step, Vec<D>>,
+) -> Stream<'s, Step, Vec<D>> {
+    match a {
+        Some(a) => a.concat(b),
+        None => b,
+    }
 }
 
 /// The responses of the first `keep` seeds (by seed key, i.e. position in the step).
@@ -141,7 +227,7 @@ pub fn adaptive_share<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
         .clone()
         .group_by_key("FirstVariantTies", |s| s.seed.clone(), move |_| Some(n))
         .map(|g| {
-            let tied = g.members.windows(2).all(|w| w[0].reward == w[1].reward);
+            let tied = tied(&g.members);
             (g.key, tied)
         })
         .exchange(|_| 0);
@@ -155,4 +241,16 @@ pub fn adaptive_share<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
     let prompts = first_prompts.concat(rest_prompts);
     let ready = g.old_log_probs(rows, prompts, None)?;
     g.update(ready, first_reports.concat(rest_reports))
+}
+
+/// SFT: each seed's question (one variant, augmented like the RL variants with `sft.augment`)
+/// with its reference response; the loss is the token-level mean NLL of the responses, one AdamW
+/// step per step (the update's objective for this graph). No rollout: the step's report stream
+/// is empty.
+pub fn sft<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
+    let seeds = g.seeds();
+    let variants = g.expand(seeds.clone());
+    let prompts = g.encode(variants)?;
+    let rows = g.supervised_rows(prompts);
+    g.update(rows, seeds.flat_map(|_| None::<RolloutReport>))
 }

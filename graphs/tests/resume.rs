@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use shareflow_graphs::train::checkpoint::{self, Checkpointer, Start};
-use shareflow_graphs::train::{
-    Config, GraphKind, Outcome, Settings, StepRecord, run_dataflow, run_sft,
-};
+use shareflow_graphs::train::{Config, GraphKind, Outcome, Settings, StepRecord, run_dataflow};
 use shareflow_operators::policy::candle::Device;
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy};
 
@@ -270,7 +268,7 @@ fn sft_stop_and_resume_equals_the_straight_run() -> TestResult {
     };
     let (c, s) = sets(&[])?;
     let (policy, opt) = load(&s)?;
-    let straight = run_sft(&s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;
+    let straight = run_dataflow(&s, policy, opt, Start::fresh(), |_| {}, |_| Ok(()))?;
     let root = temp("sft");
     let (policy, opt) = load(&s)?;
     let cp = Checkpointer::new(&root, &fixture(), &c, &s)?;
@@ -278,7 +276,7 @@ fn sft_stop_and_resume_equals_the_straight_run() -> TestResult {
         resume: None,
         stop_at_step: 2,
     };
-    let first = run_sft(
+    let first = run_dataflow(
         &s,
         policy,
         opt,
@@ -294,7 +292,7 @@ fn sft_stop_and_resume_equals_the_straight_run() -> TestResult {
         resume: Some(r),
         stop_at_step: 0,
     };
-    let resumed = run_sft(&s, policy, opt, start, |_| {}, |_| Ok(()))?;
+    let resumed = run_dataflow(&s, policy, opt, start, |_| {}, |_| Ok(()))?;
     assert_eq!(bits(&resumed.model)?, bits(&straight.model)?);
     assert_eq!(untimed(&resumed.records), untimed(&straight.records));
     let _ = std::fs::remove_dir_all(&root);

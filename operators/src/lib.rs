@@ -42,7 +42,7 @@ pub use normalize_grpo::NormalizeGrpo;
 pub use normalize_local::NormalizeLocal;
 pub use old_log_probs::{OldLogProbScorer, ReadyRow, ResponseTokens, ScoreOldLogProbs};
 pub use policy_store::PolicyStore;
-pub use policy_update::{PolicyUpdate, PolicyUpdater, UpdateContext, UpdateSettings};
+pub use policy_update::{Objective, PolicyUpdate, PolicyUpdater, UpdateContext, UpdateSettings};
 pub use records::{Advantaged, GroupShape, Issue, LocalAdvantaged, Scored, SeedGroup, TrainRow};
 pub use reward::{RewardRule, RewardScore};
 pub use rollout::{Rollout, RolloutReport, Sampled, Sampler};

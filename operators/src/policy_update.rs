@@ -1,5 +1,5 @@
-//! The policy update: the PPO loss over a step's training rows and AdamW, then the next policy
-//! version.
+//! The policy update: the PPO loss (or, for SFT, the NLL; see [`Objective`]) over a step's
+//! training rows and AdamW, then the next policy version.
 //!
 //! Input: the step's [`ReadyRow`]s (on the worker that runs the stage) and a side stream of
 //! records the graph wants beside them (e.g. the step's [`crate::RolloutReport`]). At the end of
@@ -27,7 +27,9 @@ use shareflow_runtime::stage::{
 use crate::old_log_probs::ReadyRow;
 use crate::policy::{Optimizer, PolicyModel};
 use crate::policy_store::PolicyStore;
-use crate::rl::{OldLogProbs, UpdateConfig, UpdateRow, UpdateStats, ppo_update_prepared};
+use crate::rl::{
+    OldLogProbs, UpdateConfig, UpdateRow, UpdateStats, nll_update, ppo_update_prepared,
+};
 
 /// What the `after_step` hook sees.
 #[derive(Debug)]
@@ -57,6 +59,7 @@ pub struct PolicyUpdater<P, S, R> {
     optimizer: Optimizer,
     store: PolicyStore,
     cfg: UpdateConfig,
+    objective: Objective,
     lr: Box<dyn Fn(Step) -> f64 + Send>,
     run_seed: u64,
     max_staleness: u64,
@@ -74,9 +77,21 @@ impl<P, S, R> std::fmt::Debug for PolicyUpdater<P, S, R> {
     }
 }
 
+/// What an update stage minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// The PPO loss of the RL graphs ([`ppo_update_prepared`]), on rows with old log-probs.
+    #[default]
+    Ppo,
+    /// The mean NLL of the rows' responses, one AdamW step per step ([`nll_update`]): SFT. The
+    /// rows' old log-probs and advantages are not used.
+    Nll,
+}
+
 /// Settings of a [`PolicyUpdater`].
 pub struct UpdateSettings {
     pub cfg: UpdateConfig,
+    pub objective: Objective,
     /// The learning rate of step `t`.
     pub lr: Box<dyn Fn(Step) -> f64 + Send>,
     /// Mini-batch shuffling draws from (run_seed, step, "update", 0).
@@ -108,6 +123,7 @@ impl<P, S, R> PolicyUpdater<P, S, R> {
             optimizer,
             store,
             cfg: settings.cfg,
+            objective: settings.objective,
             lr: settings.lr,
             run_seed: settings.run_seed,
             max_staleness: settings.max_staleness,
@@ -160,20 +176,30 @@ impl<P, S, R> StageHandler<(), UpdateIn<P, S>, R> for PolicyUpdater<P, S, R> {
             ))
         });
         let inputs: Vec<UpdateRow> = rows.iter().map(|r| r.input.clone()).collect();
-        let lp = OldLogProbs {
-            old: rows.iter().map(|r| r.old.clone()).collect(),
-            reference: rows.iter().filter_map(|r| r.reference.clone()).collect(),
-        };
-        let mut rng = DetRng::derive(self.run_seed, step, "update", 0);
         self.optimizer.set_lr((self.lr)(step));
-        let stats = ppo_update_prepared(
-            &self.model,
-            &mut self.optimizer,
-            &inputs,
-            &lp,
-            &self.cfg,
-            &mut rng,
-        )
+        let stats = match self.objective {
+            Objective::Ppo => {
+                let lp = OldLogProbs {
+                    old: rows.iter().map(|r| r.old.clone()).collect(),
+                    reference: rows.iter().filter_map(|r| r.reference.clone()).collect(),
+                };
+                let mut rng = DetRng::derive(self.run_seed, step, "update", 0);
+                ppo_update_prepared(
+                    &self.model,
+                    &mut self.optimizer,
+                    &inputs,
+                    &lp,
+                    &self.cfg,
+                    &mut rng,
+                )
+            }
+            Objective::Nll => nll_update(
+                &self.model,
+                &mut self.optimizer,
+                &inputs,
+                self.cfg.micro_batch_rows,
+            ),
+        }
         .map_err(|e| format!("step {step}: the update: {e}"))?;
         self.model.set_version(step + 1);
         let snapshot = self

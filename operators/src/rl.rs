@@ -1,7 +1,8 @@
 //! The policy-side steps of an RL training step, as plain functions the dataflow operators (and a
 //! sequential reference loop) call: sampling a seed's responses ([`rollout_seed`]) and the PPO
 //! update over a step's training rows ([`ppo_update`]: recompute old log-probs, then mini-batches
-//! of micro-batches, gradient accumulation, AdamW).
+//! of micro-batches, gradient accumulation, AdamW), and the supervised update of SFT
+//! ([`nll_update`]).
 
 use std::sync::Arc;
 
@@ -416,4 +417,47 @@ pub fn ppo_update_prepared(
 pub fn nll_loss(model: &PolicyModel, rows: &[&UpdateRow]) -> Result<(Tensor, usize)> {
     let (loss, tokens) = with_sequences(rows, |batch| crate::policy::sft_loss(model, batch))?;
     Ok((loss, tokens as usize))
+}
+
+/// One AdamW step on the token-level mean negative log-likelihood of the rows' responses given
+/// their prompts (SFT): micro-batches of `micro_batch_rows` rows in the rows' order, each
+/// micro-batch's mean weighted by its share of the response tokens. The statistics' `pg_loss` is
+/// the mean NLL. A non-finite loss is an error: SFT has no step it may skip.
+pub fn nll_update(
+    model: &PolicyModel,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    micro_batch_rows: usize,
+) -> Result<UpdateStats> {
+    if micro_batch_rows == 0 {
+        return Err(PolicyError::Input(
+            "nll_update: the micro-batch size must be positive".into(),
+        ));
+    }
+    let refs: Vec<&UpdateRow> = rows.iter().collect();
+    let total: usize = rows.iter().map(|r| r.response.len()).sum();
+    let mut acc = opt.accumulator();
+    let mut loss_sum = 0.0;
+    for micro in refs.chunks(micro_batch_rows) {
+        let (loss, tokens) = nll_loss(model, micro)?;
+        let share = tokens as f64 / total.max(1) as f64;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            return Err(PolicyError::NonFinite(format!(
+                "SFT loss {value} in a micro-batch of {} rows",
+                micro.len()
+            )));
+        }
+        loss_sum += value * share;
+        acc.backward(&loss, share)?;
+    }
+    let st = opt.step(&acc.take())?;
+    Ok(UpdateStats {
+        pg_loss: loss_sum,
+        grad_norm: st.grad_norm,
+        lr: st.lr,
+        optimizer_steps: 1,
+        response_tokens: total,
+        ..UpdateStats::default()
+    })
 }

@@ -26,7 +26,6 @@ pub mod hash;
 pub mod keep_if;
 pub mod map_step;
 pub mod metrics;
-pub mod offload;
 pub mod rng;
 pub mod stage;
 pub mod versions;

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use shareflow_graphs::train::checkpoint;
 use shareflow_graphs::train::steps::evaluate;
 use shareflow_graphs::train::{
-    Checkpointer, Config, GraphKind, Outcome, Settings, Start, StepRecord, TrainState,
-    run_dataflow, run_sft,
+    Checkpointer, Config, GraphKind, Outcome, Settings, Start, StepRecord, TrainState, run_dataflow,
 };
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, compute_dtype, device_name};
 
@@ -381,11 +380,8 @@ pub fn train(
         .map_err(anyhow::Error::msg)?
         .with_metrics_line(|r| metrics_line(r).to_string());
     let on_save = move |st: &TrainState<'_>| -> Result<(), String> { writer.save(st).map(|_| ()) };
-    let outcome: Outcome = match graph {
-        GraphKind::Sft => run_sft(&settings, policy, optimizer, start, on_record, on_save),
-        _ => run_dataflow(&settings, policy, optimizer, start, on_record, on_save),
-    }
-    .map_err(anyhow::Error::msg)?;
+    let outcome: Outcome = run_dataflow(&settings, policy, optimizer, start, on_record, on_save)
+        .map_err(anyhow::Error::msg)?;
     bar.finish();
 
     // Plot.

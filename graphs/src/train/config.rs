@@ -114,8 +114,16 @@ pub fn keys() -> Vec<KeyDef> {
         k(
             "data.gen_batch_size",
             Value::Integer(0),
-            "dapo only: questions sampled per step, of which the first rollout_batch_size whose \
+            "dapo only: questions sampled per round, of which the first rollout_batch_size whose \
              rewards do not all tie are trained on (0: twice rollout_batch_size)",
+        ),
+        k(
+            "algorithm.filter_groups.max_num_gen_batches",
+            Value::Integer(2),
+            "dapo only: rounds of data.gen_batch_size questions a step samples at most; a round \
+             runs only while fewer than rollout_batch_size questions with differing rewards are \
+             in hand. A step reserves the training positions of all its rounds (those of rounds \
+             that do not run are skipped), so the questions of a step do not depend on others",
         ),
         k(
             "data.val_size",

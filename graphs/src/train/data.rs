@@ -229,6 +229,7 @@ impl SeedSource {
                     rewrites: row.rewrites.clone(),
                     images,
                     answer: row.answer.clone(),
+                    reference: None,
                 })
             }
         }

@@ -29,8 +29,9 @@ use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Scope, Stream};
 
 use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel, Processor};
-use shareflow_operators::policy_update::UpdateSettings;
+use shareflow_operators::policy_update::{Objective, UpdateSettings};
 use shareflow_operators::reward::RewardRule;
+use shareflow_operators::rl::UpdateRow;
 use shareflow_operators::{
     EncodePrompts, ExpandVariants, Issue, OldLogProbScorer, PolicyStore, PolicyUpdate,
     PolicyUpdater, PromptEncoder, PromptItem, ReadyRow, ResponseTokens, Rollout, RolloutReport,
@@ -144,9 +145,7 @@ pub fn run_dataflow(
         GraphKind::Rloo => crate::share_grpo::rloo,
         GraphKind::Dapo => crate::share_grpo::dapo,
         GraphKind::AdaptiveShare => crate::share_grpo::adaptive_share,
-        GraphKind::Sft => {
-            return Err("run_dataflow runs the RL graphs; use run_sft for --graph sft".into());
-        }
+        GraphKind::Sft => crate::share_grpo::sft,
     };
     run_graph(s, policy, optimizer, start, on_record, on_save, graph)
 }
@@ -394,6 +393,68 @@ impl<'scope> GraphBuilder<'scope> {
         issues.inspect(|i| tracing::warn!("{i}"));
     }
 
+    /// SFT's training rows: each prompt (one variant per seed) with its seed's reference
+    /// response ([`shareflow_operators::task::Seed::reference`]) and the end-of-sequence token,
+    /// ready for an update with the NLL objective. A seed without a reference stops the run with
+    /// an error naming it.
+    pub fn supervised_rows(
+        &self,
+        prompts: Stream<'scope, Step, Vec<PromptItem>>,
+    ) -> Stream<'scope, Step, Vec<ReadyRow<RespPayload>>> {
+        let processor = Arc::clone(&self.processor);
+        let failure = self.ctx.failure.clone();
+        prompts.flat_map(move |p| {
+            let tokens = match &p.seed.reference {
+                None => Err(format!(
+                    "seed `{}` has no reference response: --graph sft needs a source that has \
+                     them (data.train_files=shapes)",
+                    p.seed.id
+                )),
+                Some(text) => processor.encode(text).map_err(|e| {
+                    format!(
+                        "seed `{}`: tokenizing its reference response: {e}",
+                        p.seed.id
+                    )
+                }),
+            };
+            let mut tokens = match tokens {
+                Ok(t) => t,
+                Err(e) => {
+                    failure.set(e);
+                    return None;
+                }
+            };
+            tokens.extend(processor.eos_ids().first().copied());
+            let payload = RespPayload {
+                b: p.b,
+                variant: p.k,
+                sample: 0,
+                length: tokens.len() as u32,
+                overall: 0.0,
+                format: 0.0,
+                accuracy: 0.0,
+                tokens: tokens.clone(),
+            };
+            Some(ReadyRow {
+                row: TrainRow {
+                    seed: p.key,
+                    context: p.k,
+                    variant: p.k,
+                    sample: 0,
+                    advantage: 0.0,
+                    payload,
+                },
+                input: UpdateRow {
+                    prompt: p.prompt,
+                    response: Arc::new(tokens),
+                    advantage: 0.0,
+                },
+                old: Vec::new(),
+                reference: None,
+            })
+        })
+    }
+
     /// Old log-probs (and the KL reference's) of each row, seed by seed; `rows_per_seed`, when
     /// the graph knows it (no filter in between), lets a seed go as soon as its rows are there.
     pub fn old_log_probs(
@@ -456,8 +517,10 @@ impl<'scope> GraphBuilder<'scope> {
         } = p;
         let mut last_step_end = Instant::now();
         let lr_s = Arc::clone(&self.settings);
+        let sft = s.graph == GraphKind::Sft;
         let settings = UpdateSettings {
             cfg: s.update.clone(),
+            objective: if sft { Objective::Nll } else { Objective::Ppo },
             lr: Box::new(move |step| lr_s.optim.lr * lr_s.lr_schedule.factor(step)),
             run_seed: s.run_seed,
             max_staleness: s.max_staleness as u64,
@@ -523,7 +586,11 @@ impl<'scope> GraphBuilder<'scope> {
                     step,
                     policy_version: step + 1,
                     rollout_version: report.version,
-                    rollout: rollout_stats(&groups, &lengths),
+                    rollout: if sft {
+                        Default::default()
+                    } else {
+                        rollout_stats(&groups, &lengths)
+                    },
                     update: ctx.stats,
                     val_accuracy,
                     val_reward,

@@ -1,11 +1,11 @@
-//! The stock training graphs (`share-grpo`, `grpo`, `sft`) behind `shareflow train`.
+//! The driver of the stock training graphs (see [`crate::share_grpo`]) behind `shareflow train`:
+//! settings, data, checkpoints, and the graph builder.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dataflow;
 pub mod init;
-pub mod sft;
 pub mod steps;
 
 pub use checkpoint::{Checkpointer, Resume, Start, TrainState};
@@ -15,5 +15,4 @@ pub use dataflow::{
     GraphBuilder, GraphResult, Outcome, RespPayload, TrainGraph, estimator, run_dataflow,
     run_graph, score_math, scored,
 };
-pub use sft::run_sft;
 pub use steps::{GraphKind, Settings, StepRecord, Truncation, run_sequential};

@@ -39,8 +39,10 @@ pub enum GraphKind {
     /// GRPO's rollout with RLOO's leave-one-out baseline.
     Rloo,
     /// DAPO's dynamic sampling: `data.gen_batch_size` questions are sampled, those whose rewards
-    /// all tie are dropped, and the first `data.rollout_batch_size` of the rest are trained on
-    /// (GRPO advantages, token-level loss, clip-higher via `worker.actor.clip_ratio_high`).
+    /// all tie are dropped, more rounds of questions are sampled while fewer than
+    /// `data.rollout_batch_size` remain (`algorithm.filter_groups.max_num_gen_batches`), and the
+    /// first `data.rollout_batch_size` are trained on (GRPO advantages, token-level loss,
+    /// clip-higher via `worker.actor.clip_ratio_high`).
     Dapo,
     /// Compute-aware Share-GRPO: a seed's first variant is sampled n times, and the seed expands
     /// to its m variants only when those n rewards all tie (no learning signal).
@@ -88,8 +90,12 @@ pub struct Settings {
     pub dtype: String,
     pub run_seed: u64,
     pub steps: usize,
-    /// Seed questions sampled per step (for dapo, `data.gen_batch_size`).
+    /// Seed questions a step feeds in (for dapo, `data.gen_batch_size` per round times its
+    /// rounds).
     pub batch: usize,
+    /// dapo: the rounds of sampling a step has at most
+    /// (`algorithm.filter_groups.max_num_gen_batches`); 1 for the other graphs.
+    pub gen_rounds: usize,
     /// Seed questions trained on per step at most (`data.rollout_batch_size`; below `batch` only
     /// for dapo, which keeps the first of those whose rewards do not all tie).
     pub keep: usize,
@@ -319,8 +325,14 @@ impl Settings {
                         ));
                     }
                     g => g,
-                },
+                }
+                .checked_mul(c.positive("algorithm.filter_groups.max_num_gen_batches")?)
+                .ok_or("`algorithm.filter_groups.max_num_gen_batches` is too large")?,
                 _ => c.positive("data.rollout_batch_size")?,
+            },
+            gen_rounds: match graph {
+                GraphKind::Dapo => c.positive("algorithm.filter_groups.max_num_gen_batches")?,
+                _ => 1,
             },
             keep: match graph {
                 GraphKind::Sft => c.positive("sft.batch_size")?,
@@ -416,17 +428,14 @@ pub fn step_questions(s: &Settings, step: u64) -> Result<Vec<Seed>, PolicyError>
 }
 
 /// A seed's variants: Share-GRPO expands to m variants (rewrites + visual transforms); GRPO keeps
-/// the original question and images.
+/// the original question and images; SFT trains on one [`sft_variant`].
 pub fn variants_of(s: &Settings, seed: &Seed, step: u64) -> Vec<Variant> {
     match s.graph {
         GraphKind::ShareGrpo | GraphKind::AdaptiveShare => drawn_variants(s, seed, step, s.m, 0),
-        GraphKind::Grpo
-        | GraphKind::DrGrpo
-        | GraphKind::Rloo
-        | GraphKind::Dapo
-        | GraphKind::Sft => {
+        GraphKind::Grpo | GraphKind::DrGrpo | GraphKind::Rloo | GraphKind::Dapo => {
             vec![original_variant(seed)]
         }
+        GraphKind::Sft => vec![sft_variant(s, seed, step)],
     }
 }
 

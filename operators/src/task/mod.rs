@@ -233,6 +233,9 @@ pub struct Seed {
     pub images: Vec<image::RgbImage>,
     /// The ground truth the reward grades against.
     pub answer: String,
+    /// A reference response (SFT's target): the embedded task has one for every question; a
+    /// dataset row has none.
+    pub reference: Option<String>,
 }
 
 impl Seed {
@@ -246,7 +249,9 @@ impl Seed {
 
 impl From<TaskSample> for Seed {
     fn from(s: TaskSample) -> Self {
+        let reference = Some(shapes::reference_response(&s));
         Self {
+            reference,
             id: s.id,
             question: s.question,
             rewrites: s.rewrites,
