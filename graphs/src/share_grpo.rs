@@ -9,9 +9,10 @@ use shareflow_operators::{GroupShape, RolloutReport, Scored, seed_key};
 use shareflow_runtime::Step;
 use shareflow_runtime::timely::ExchangeData;
 use shareflow_runtime::timely::dataflow::Stream;
+use shareflow_runtime::timely::dataflow::operators::Concat;
 use shareflow_runtime::timely::dataflow::operators::core::OkErr;
+use shareflow_runtime::timely::dataflow::operators::vec::Broadcast;
 use shareflow_runtime::timely::dataflow::operators::vec::Map;
-use shareflow_runtime::timely::dataflow::operators::{Concat, Exchange};
 use shareflow_runtime::{GroupByKey, KeepIf};
 
 use crate::advantages::{Estimator, advantage_stage};
@@ -93,9 +94,10 @@ pub fn dapo<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
         if let Some(seen) = seen.clone() {
             // Sample them only while the rounds before left fewer than `keep` informative
             // questions.
+            // Every worker feeds seeds: the decision goes to all of them.
             let short = informative_count(seen)
                 .map(move |n| ((), n < keep))
-                .exchange(|_| 0);
+                .broadcast();
             seeds = seeds.keep_if(short, |_| ());
         }
         let variants = g.expand(seeds);
@@ -230,7 +232,8 @@ pub fn adaptive_share<'s>(g: &mut GraphBuilder<'s>) -> GraphResult<'s> {
             let tied = tied(&g.members);
             (g.key, tied)
         })
-        .exchange(|_| 0);
+        // To every worker: the seed's owner holds its other variants.
+        .broadcast();
     let rest = rest.keep_if(expand, |v| seed_key(v.b));
     let rest_prompts = g.encode_grouped(rest, Some(m - 1))?;
     let (rest_responses, rest_reports) = g.rollout_grouped(rest_prompts.clone(), Some(m - 1))?;

@@ -1,5 +1,6 @@
 //! The training graph against the sequential reference loop over the same functions: with
-//! staleness 0 the dataflow (1 and 2 workers) ends with exactly the same parameters; staleness 1
+//! staleness 0 the dataflow (1 and 2 workers, each of the 2 sampling and scoring its own seeds)
+//! ends with exactly the same parameters; staleness 1
 //! is deterministic; records carry finite losses and the expected metrics.
 
 use shareflow_graphs::train::{
@@ -7,6 +8,8 @@ use shareflow_graphs::train::{
 };
 use shareflow_operators::policy::candle::{Device, Tensor};
 use shareflow_operators::policy::{LoadOptions, LrDecay, Optimizer, Policy, PolicyModel};
+use shareflow_operators::seed_key;
+use shareflow_runtime::seed_owner;
 
 mod common;
 
@@ -94,6 +97,14 @@ fn staleness_zero_dataflow_equals_the_sequential_loop_on_1_and_2_workers() -> Te
             "{graph:?}: 1 worker differs from the sequential loop"
         );
         let s2 = settings(graph, &["trainer.workers=2"])?;
+        // Each worker owns one of the step's two seeds: both sample, both score old log-probs.
+        let owners: Vec<usize> = (0..s2.batch as u32)
+            .map(|b| seed_owner(&seed_key(b), 2))
+            .collect();
+        assert!(
+            owners.contains(&0) && owners.contains(&1),
+            "the seeds' owners {owners:?}"
+        );
         let (two, _) = dataflow(&s2)?;
         assert_eq!(max_diff(&two, &seq)?, 0.0, "{graph:?}: 2 workers differ");
 

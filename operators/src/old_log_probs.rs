@@ -2,8 +2,9 @@
 //! (and, with a KL loss, under the frozen reference policy), computed seed by seed as soon as a
 //! seed's rows and prompts are all there, while other seeds are still sampling or scoring.
 //!
-//! Input: [`TrainRow`]s (from any worker; they are routed to the worker that runs the stage) and
-//! the step's [`PromptItem`]s (a row is scored under its context's prompt). Output: [`ReadyRow`],
+//! Input: [`TrainRow`]s (from any worker; each is routed to its seed's owner,
+//! [`shareflow_runtime::seed_owner`]) and the step's [`PromptItem`]s, on their seed's owner (a row
+//! is scored under its context's prompt). Every worker runs the stage for the seeds it owns. Output: [`ReadyRow`],
 //! the row with its model inputs and log-probs. At step `t` the policy is version `t` from the
 //! [`PolicyStore`] (the optimizer stage publishes it when step `t - 1` is done). A seed's rows
 //! are scored in canonical order (context, variant, sample) in micro-batches of
@@ -17,10 +18,10 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Exchange};
 
-use shareflow_runtime::Step;
 use shareflow_runtime::stage::{
     Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
+use shareflow_runtime::{Step, seed_owner};
 
 use crate::encode::PromptItem;
 use crate::policy::PolicyModel;
@@ -34,7 +35,7 @@ pub trait ResponseTokens {
 }
 
 /// A training row ready for the loss.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReadyRow<P> {
     pub row: TrainRow<P>,
     /// The model inputs: the context's prompt and the response.
@@ -182,9 +183,10 @@ pub type OldLogProbStreams<'scope, P> = (
 
 /// Extension trait: old (and reference) log-probs of training rows.
 pub trait ScoreOldLogProbs<'scope, P> {
-    /// `prompts`: the step's prompts (on this worker). `scorer` on the worker that runs the
-    /// stage, which must be worker 0 (rows are routed there); None elsewhere. `rows_per_seed`
-    /// and `variants_per_seed`, when both known, let a seed go as soon as it is complete.
+    /// `prompts`: the step's prompts, each on its seed's owner worker. `scorer` on every worker
+    /// that owns seeds (rows are routed to their seed's owner); a worker without one must own
+    /// none. `rows_per_seed` and `variants_per_seed`, when both known, let a seed go as soon as
+    /// it is complete.
     fn old_log_probs(
         self,
         prompts: Stream<'scope, Step, Vec<PromptItem>>,
@@ -209,8 +211,9 @@ where
     ) -> Result<OldLogProbStreams<'scope, P>, String> {
         let (ends, thread) = start_stage("old-log-probs", scorer, ctx)?;
         let ticks = prompts.clone().map(|_| ());
+        let workers = prompts.scope().peers();
         let items = self
-            .exchange(|_| 0)
+            .exchange(move |r| seed_owner(&r.seed, workers) as u64)
             .map(OldLogProbIn::Row)
             .concat(prompts.map(OldLogProbIn::Prompt));
         let whole = rows_per_seed.zip(variants_per_seed).map(|(r, v)| r + v);

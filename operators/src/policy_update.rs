@@ -1,9 +1,9 @@
 //! The policy update: the PPO loss (or, for SFT, the NLL; see [`Objective`]) over a step's
 //! training rows and AdamW, then the next policy version.
 //!
-//! Input: the step's [`ReadyRow`]s (on the worker that runs the stage) and a side stream of
-//! records the graph wants beside them (e.g. the step's [`crate::RolloutReport`]). At the end of
-//! step `t` the rows are put in canonical order (seed, context, variant, sample), the PPO update
+//! Input: the step's [`ReadyRow`]s (from any worker; routed to worker 0, which runs the stage)
+//! and a side stream of records the graph wants beside them (e.g. the step's
+//! [`crate::RolloutReport`]s, one per worker that sampled). At the end of step `t` the rows are put in canonical order (seed, context, variant, sample), the PPO update
 //! runs (`ppo_epochs` passes of mini-batches of micro-batches, one AdamW step per mini-batch; see
 //! [`ppo_update_prepared`]), and version `t + 1` is published to the [`PolicyStore`] **before**
 //! the step completes in the graph, so that its token on the feedback edge names weights that
@@ -13,8 +13,9 @@
 
 use std::time::Instant;
 
+use timely::ExchangeData;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
@@ -141,7 +142,7 @@ impl<P, S, R> PolicyUpdater<P, S, R> {
 }
 
 /// What the stage's operator collects.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum UpdateIn<P, S> {
     Row(ReadyRow<P>),
     Side(S),
@@ -236,7 +237,8 @@ pub type UpdateStreams<'scope, P, S, R> = (
 pub trait PolicyUpdate<'scope, P> {
     /// `side`: records handed to the hook beside the rows. `ticks`: a record per step that must
     /// update even without rows (e.g. the step's seeds), so that every step publishes its
-    /// version. `updater` on the worker that runs the stage; None elsewhere. Returns the hook's
+    /// version. Rows, side records and ticks from every worker are routed to worker 0, which
+    /// runs the stage: `updater` there; None elsewhere. Returns the hook's
     /// records and the stage's thread (join it for the final model and optimizer).
     fn policy_update<S, T, R>(
         self,
@@ -246,12 +248,12 @@ pub trait PolicyUpdate<'scope, P> {
         ctx: &StageContext,
     ) -> Result<UpdateStreams<'scope, P, S, R>, String>
     where
-        S: Clone + Send + 'static,
+        S: ExchangeData + Clone + Send,
         T: Clone + 'static,
         R: Clone + Send + 'static;
 }
 
-impl<'scope, P: Clone + Send + 'static> PolicyUpdate<'scope, P>
+impl<'scope, P: ExchangeData + Clone + Send> PolicyUpdate<'scope, P>
     for Stream<'scope, Step, Vec<ReadyRow<P>>>
 {
     fn policy_update<S, T, R>(
@@ -262,7 +264,7 @@ impl<'scope, P: Clone + Send + 'static> PolicyUpdate<'scope, P>
         ctx: &StageContext,
     ) -> Result<UpdateStreams<'scope, P, S, R>, String>
     where
-        S: Clone + Send + 'static,
+        S: ExchangeData + Clone + Send,
         T: Clone + 'static,
         R: Clone + Send + 'static,
     {
@@ -270,9 +272,9 @@ impl<'scope, P: Clone + Send + 'static> PolicyUpdate<'scope, P>
         let items = self.map(UpdateIn::Row).concat(side.map(UpdateIn::Side));
         let out = offload_groups(
             items,
-            ticks,
-            Pipeline,
-            Pipeline,
+            ticks.map(|_| ()),
+            Exchange::new(|_: &UpdateIn<P, S>| 0),
+            Exchange::new(|_: &()| 0),
             "PolicyUpdate",
             |_: &UpdateIn<P, S>| (),
             |_, _| false,

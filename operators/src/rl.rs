@@ -16,7 +16,7 @@ use crate::policy::{
 };
 
 /// One variant's prompt, ready for the model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptInput {
     /// Token ids (chat template applied, image placeholders expanded).
     pub ids: Arc<Vec<u32>>,
@@ -72,7 +72,7 @@ pub fn rollout_seed(
 }
 
 /// A training row as the update needs it: a response under a (possibly other variant's) prompt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpdateRow {
     pub prompt: PromptInput,
     pub response: Arc<Vec<u32>>,

@@ -54,9 +54,32 @@ pub fn stable_hash<K: Hash + ?Sized>(key: &K) -> u64 {
     h.finish()
 }
 
+/// The worker (of `workers`) that owns the seed question with group key `key`: it feeds the
+/// seed, samples its responses and scores its old log-probs. A function of the key alone, so the
+/// same seed has the same owner in every run with the same number of workers. The stock seed keys
+/// are positions in the step (`000003`): those go round-robin, so that a step's seeds spread
+/// evenly over the workers; any other key goes by its stable hash.
+pub fn seed_owner(key: &str, workers: usize) -> usize {
+    let workers = workers.max(1) as u64;
+    let slot = match key.parse::<u64>() {
+        Ok(position) => position % workers,
+        Err(_) => stable_hash(key) % workers,
+    };
+    slot as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_positions_go_round_robin_other_keys_by_hash() {
+        let owners: Vec<usize> = (0..6).map(|b| seed_owner(&format!("{b:06}"), 3)).collect();
+        assert_eq!(owners, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(seed_owner("q-17", 4), (stable_hash("q-17") % 4) as usize);
+        assert_eq!(seed_owner("000005", 1), 0);
+        assert_eq!(seed_owner("000005", 0), 0);
+    }
 
     #[test]
     fn known_values_do_not_change_between_builds() {

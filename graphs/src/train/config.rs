@@ -375,7 +375,8 @@ pub fn keys() -> Vec<KeyDef> {
         k(
             "trainer.workers",
             Value::Integer(1),
-            "timely worker threads",
+            "timely worker threads; each feeds, samples and scores the old log-probs of its own \
+             seeds (the same results as one worker), and worker 0 runs the update",
         ),
         k(
             "sft.steps",

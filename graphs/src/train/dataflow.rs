@@ -40,7 +40,8 @@ use shareflow_operators::{
 };
 use shareflow_runtime::stage::{Failure, Span, StageContext, StageThread, Timeline};
 use shareflow_runtime::{
-    ClusterConfig, PolicyVersion, Step, StepDriver, VersionLoop, VersionPublish, version_loop,
+    ClusterConfig, PolicyVersion, Step, StepDriver, VersionLoop, VersionPublish, seed_owner,
+    version_loop,
 };
 
 use super::checkpoint::{Resume, Start, TrainState};
@@ -219,7 +220,6 @@ impl<F> TrainGraph for F where
 struct Parts {
     model: PolicyModel,
     optimizer: Optimizer,
-    reference: Option<PolicyModel>,
     on_save: OnSave,
     history: Vec<StepRecord>,
     val_before: Option<(f64, f64)>,
@@ -240,8 +240,11 @@ struct Joins {
 /// The operators of a training run, bound to its settings, policy, data, checkpoints and metrics.
 /// A graph function gets one on every worker and calls its methods in the data's order (the
 /// stock graphs in [`crate::share_grpo`] show the walk). Between them, any public operator
-/// (reward rules, normalisations, filters, a user's own) transforms the streams. The heavy
-/// stages run on worker 0; the other workers take part in the exchanges between them.
+/// (reward rules, normalisations, filters, a user's own) transforms the streams. Each worker
+/// owns the seeds [`shareflow_runtime::seed_owner`] gives it: it feeds them, encodes their
+/// prompts, samples their responses and scores their old log-probs, on stage threads of its own
+/// that share the run's published policy versions; the update runs on worker 0. A seed's results
+/// do not depend on which worker owns it, so a run is bitwise the same on any number of workers.
 pub struct GraphBuilder<'scope> {
     settings: Arc<Settings>,
     seeds: Stream<'scope, Step, Vec<SeedItem>>,
@@ -250,6 +253,8 @@ pub struct GraphBuilder<'scope> {
     ctx: StageContext,
     store: PolicyStore,
     processor: Arc<Processor>,
+    /// The frozen KL reference policy (with a KL loss), shared by the workers' scorers.
+    reference: Option<PolicyModel>,
     parts: Option<Parts>,
     joins: Arc<Mutex<Joins>>,
     val_after: Arc<Mutex<Option<(f64, f64)>>>,
@@ -286,7 +291,7 @@ impl<'scope> GraphBuilder<'scope> {
     }
 
     /// The seed questions of each step (`data.rollout_batch_size` of them, in training-source
-    /// order; on worker 0).
+    /// order), each on the worker that owns it ([`shareflow_runtime::seed_owner`] of its key).
     pub fn seeds(&self) -> Stream<'scope, Step, Vec<SeedItem>> {
         self.seeds.clone()
     }
@@ -324,11 +329,13 @@ impl<'scope> GraphBuilder<'scope> {
         variants: Stream<'scope, Step, Vec<VariantItem>>,
         per_seed: Option<usize>,
     ) -> Result<Stream<'scope, Step, Vec<PromptItem>>, String> {
-        let encoder = self.parts.as_ref().map(|_| {
+        let encoder = {
             let s = Arc::clone(&self.settings);
             let processor = Arc::clone(&self.processor);
-            PromptEncoder::new(move |v| prompt_of(&s, &processor, v).map_err(|e| e.to_string()))
-        });
+            Some(PromptEncoder::new(move |v| {
+                prompt_of(&s, &processor, v).map_err(|e| e.to_string())
+            }))
+        };
         let (prompts, thread) = variants.encode_prompts(encoder, per_seed, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.encode);
         Ok(prompts)
@@ -354,11 +361,11 @@ impl<'scope> GraphBuilder<'scope> {
         per_seed: Option<usize>,
     ) -> RolloutResult<'scope> {
         let s = &self.settings;
-        let sampler = self.parts.as_ref().map(|_| {
+        let sampler = {
             let mut params = s.sampling.clone();
             params.stop = self.processor.eos_ids();
             let processor = Arc::clone(&self.processor);
-            Sampler::new(
+            Some(Sampler::new(
                 self.store.clone(),
                 self.ctx.failure.clone(),
                 s.n,
@@ -366,8 +373,8 @@ impl<'scope> GraphBuilder<'scope> {
                 s.run_seed,
                 s.max_staleness as u64,
                 move |tokens| processor.decode(tokens, true).map_err(|e| e.to_string()),
-            )
-        });
+            ))
+        };
         let (responses, reports, thread) =
             prompts.rollout(self.versions.clone(), sampler, per_seed, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.rollout);
@@ -463,15 +470,12 @@ impl<'scope> GraphBuilder<'scope> {
         prompts: Stream<'scope, Step, Vec<PromptItem>>,
         rows_per_seed: Option<usize>,
     ) -> Result<Stream<'scope, Step, Vec<ReadyRow<RespPayload>>>, String> {
-        let scorer = match &mut self.parts {
-            Some(p) => Some(OldLogProbScorer::new(
-                self.store.clone(),
-                p.reference.take(),
-                self.settings.update.clone(),
-                self.ctx.failure.clone(),
-            )?),
-            None => None,
-        };
+        let scorer = Some(OldLogProbScorer::new(
+            self.store.clone(),
+            self.reference.clone(),
+            self.settings.update.clone(),
+            self.ctx.failure.clone(),
+        )?);
         let (ready, thread) = rows.old_log_probs(
             prompts,
             scorer,
@@ -677,7 +681,6 @@ pub fn run_graph(
     let parts = Arc::new(Mutex::new(Some(Parts {
         model,
         optimizer,
-        reference,
         on_save: Box::new(on_save),
         history,
         val_before,
@@ -725,6 +728,7 @@ pub fn run_graph(
                     ctx: run_ctx.clone(),
                     store: store.clone(),
                     processor: Arc::clone(&processor),
+                    reference: reference.clone(),
                     parts,
                     joins: Arc::clone(&run_joins),
                     val_after: Arc::clone(&run_val_after),
@@ -760,11 +764,15 @@ pub fn run_graph(
             let feed_failure = run_ctx.failure.clone();
             let batch = settings.batch as u64;
             let data = Arc::clone(&settings.train_data);
+            let peers = worker.peers();
             driver.run_from(worker, &mut input, &probe, first, end, |step, input| {
-                if index != 0 || feed_failure.is_set() {
+                if feed_failure.is_set() {
                     return;
                 }
-                for seed in step_seeds(step, batch) {
+                // This worker's seeds of the step.
+                let mine = step_seeds(step, batch)
+                    .filter(|s| seed_owner(&shareflow_operators::seed_key(s.b), peers) == index);
+                for seed in mine {
                     match data.train_seed(seed.index) {
                         Ok(x) => input.send(SeedItem {
                             b: seed.b,

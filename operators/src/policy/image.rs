@@ -71,7 +71,7 @@ const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// One image as the vision tower consumes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PixelValues {
     /// `grid_t * grid_h * grid_w` rows of `patch_dim` values, row-major: exactly HF's
     /// `pixel_values` for this image. Rows go merge window by merge window (`grid_h / merge`,
