@@ -119,6 +119,10 @@ struct TrainCmd {
     /// directory names, else start fresh) or a `checkpoints/step_N` directory.
     #[arg(long, value_name = "auto|PATH")]
     resume: Option<String>,
+    /// Timely worker threads (`trainer.workers`; wins over --set): each samples and scores its
+    /// own seeds, worker 0 runs the update; the results are those of one worker.
+    #[arg(long, short = 'w', value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -428,9 +432,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let graph = shareflow::graphs::train::GraphKind::parse(&cmd.graph)
                 .map_err(anyhow::Error::msg)?;
+            let mut sets = cmd.sets.clone();
+            sets.extend(cmd.workers.map(|w| format!("trainer.workers={w}")));
             let run = shareflow::tools::train::train(
                 cmd.config.as_deref(),
-                &cmd.sets,
+                &sets,
                 graph,
                 cmd.quiet,
                 cmd.resume.as_deref(),

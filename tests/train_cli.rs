@@ -404,3 +404,38 @@ fn bf16_compute_trains_f32_master_weights() {
     assert!(optim.values().all(|t| t.dtype() == candle::DType::F32));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--workers 2` (each worker samples its own seed of two) ends with the checkpoint of
+/// `--workers 1`, byte for byte.
+#[test]
+fn two_workers_write_the_checkpoint_of_one() {
+    let dir = temp_dir("train-workers");
+    let out = dir.to_string_lossy().into_owned();
+    let mut weights = Vec::new();
+    for workers in ["1", "2"] {
+        let mut args = tiny(&out, &format!("w{workers}"));
+        args.extend([
+            "--set".into(),
+            "data.rollout_batch_size=2".into(),
+            "--set".into(),
+            "data.val_size=0".into(),
+            "--workers".into(),
+            workers.into(),
+        ]);
+        let (ok, _, err) = run(&args);
+        assert!(ok, "--workers {workers}: {err}");
+        let config = std::fs::read_to_string(dir.join(format!("w{workers}/config.toml")))
+            .expect("config.toml");
+        assert!(
+            config.contains(&format!("workers = {workers}")),
+            "--workers {workers} not in the run's config:\n{config}"
+        );
+        let ckpt = dir.join(format!("w{workers}/checkpoints/step_2/model.safetensors"));
+        weights.push(std::fs::read(&ckpt).expect("checkpoint"));
+    }
+    assert!(
+        weights[0] == weights[1],
+        "--workers 2 trained other weights"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
