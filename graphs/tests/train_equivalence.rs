@@ -1,7 +1,8 @@
 //! The training graph against the sequential reference loop over the same functions: with
-//! staleness 0 the dataflow (1 and 2 workers, each of the 2 sampling and scoring its own seeds)
-//! ends with exactly the same parameters; staleness 1
-//! is deterministic; records carry finite losses and the expected metrics.
+//! staleness 0 the dataflow (1 and 2 workers, each of the 2 sampling and scoring its own seeds
+//! and holding a policy replica that computes half of each mini-batch) ends with exactly the
+//! same parameters; staleness 1 is deterministic and equal on 1 and 2 workers; records carry
+//! finite losses and the expected metrics.
 
 use shareflow_graphs::train::{
     Config, GraphKind, Settings, Start, StepRecord, run_dataflow, run_sequential,
@@ -134,6 +135,26 @@ fn staleness_one_and_two_sample_versions_behind_and_are_deterministic() -> TestR
     let (a, ra) = dataflow(&s1)?;
     let (b, _) = dataflow(&s1)?;
     assert_eq!(max_diff(&a, &b)?, 0.0, "staleness 1 must be reproducible");
+    // Two workers, each holding a policy replica that computes half of every mini-batch's
+    // micro-batches, apply the one worker's steps off-policy too (issue 19).
+    let s1w2 = settings(
+        GraphKind::ShareGrpo,
+        &[
+            "trainer.total_steps=3",
+            "trainer.max_staleness=1",
+            "trainer.workers=2",
+        ],
+    )?;
+    let (e, re) = dataflow(&s1w2)?;
+    assert_eq!(
+        max_diff(&e, &a)?,
+        0.0,
+        "staleness 1: 2 workers differ from 1"
+    );
+    for (x, y) in re.iter().zip(&ra) {
+        assert_eq!(x.update, y.update, "step {}: update statistics", x.step);
+        assert_eq!(x.rollout_version, y.rollout_version);
+    }
     let versions: Vec<u64> = ra.iter().map(|r| r.rollout_version).collect();
     assert_eq!(
         versions,

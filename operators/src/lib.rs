@@ -17,8 +17,10 @@
 //! Depends on shareflow-runtime and timely.
 
 pub mod advantage;
+pub mod allreduce;
 pub mod data;
 pub mod encode;
+pub mod exchange_gradients;
 pub mod expand;
 pub mod normalize_global;
 pub mod normalize_grpo;

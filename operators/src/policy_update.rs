@@ -1,9 +1,14 @@
 //! The policy update: the PPO loss (or, for SFT, the NLL; see [`Objective`]) over a step's
 //! training rows and AdamW, then the next policy version.
 //!
-//! Input: the step's [`ReadyRow`]s (from any worker; routed to worker 0, which runs the stage)
-//! and a side stream of records the graph wants beside them (e.g. the step's
-//! [`crate::RolloutReport`]s, one per worker that sampled). At the end of step `t` the rows are put in canonical order (seed, context, variant, sample), the PPO update
+//! Input: the step's [`ReadyRow`]s (from any worker) and a side stream of records the graph
+//! wants beside them (e.g. the step's [`crate::RolloutReport`]s, one per worker that sampled).
+//! With one replica they are routed to worker 0, which runs the stage. With a replica on every
+//! worker (data parallelism) they are broadcast: each replica computes its share of every
+//! mini-batch's micro-batches and the replicas swap gradients through
+//! [`crate::exchange_gradients`] before each AdamW step, so every replica applies the same
+//! steps, bit for bit as one replica would ([`crate::allreduce`]). Replica 0 publishes versions
+//! and runs the `after_step` hook; the others only keep their weights in step. At the end of step `t` the rows are put in canonical order (seed, context, variant, sample), the PPO update
 //! runs (`ppo_epochs` passes of mini-batches of micro-batches, one AdamW step per mini-batch; see
 //! [`ppo_update_prepared`]), and version `t + 1` is published to the [`PolicyStore`] **before**
 //! the step completes in the graph, so that its token on the feedback edge names weights that
@@ -15,8 +20,9 @@ use std::time::Instant;
 
 use timely::ExchangeData;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Map;
 
 use shareflow_runtime::Step;
@@ -25,11 +31,13 @@ use shareflow_runtime::stage::{
     StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
 
+use crate::allreduce::{GradExchange, LocalExchange, ReplicaRank};
+use crate::exchange_gradients::{DataflowExchange, ExchangeGradients};
 use crate::old_log_probs::ReadyRow;
 use crate::policy::{Optimizer, PolicyModel};
 use crate::policy_store::PolicyStore;
 use crate::rl::{
-    OldLogProbs, UpdateConfig, UpdateRow, UpdateStats, nll_update, ppo_update_prepared,
+    OldLogProbs, UpdateConfig, UpdateRow, UpdateStats, nll_update_replicated, ppo_update_replicated,
 };
 
 /// What the `after_step` hook sees.
@@ -68,6 +76,8 @@ pub struct PolicyUpdater<P, S, R> {
     rows: Vec<ReadyRow<P>>,
     side: Vec<S>,
     busy: f64,
+    rank: ReplicaRank,
+    exchange: Option<DataflowExchange>,
 }
 
 impl<P, S, R> std::fmt::Debug for PolicyUpdater<P, S, R> {
@@ -132,7 +142,22 @@ impl<P, S, R> PolicyUpdater<P, S, R> {
             rows: Vec::new(),
             side: Vec::new(),
             busy: 0.0,
+            rank: ReplicaRank::SINGLE,
+            exchange: None,
         }
+    }
+
+    /// The same stage as replica `rank` of a data-parallel update (see the module
+    /// documentation): `model` and `optimizer` must equal replica 0's bit for bit. Only replica
+    /// 0 publishes versions to its store and calls `after_step`.
+    pub fn with_rank(mut self, rank: ReplicaRank) -> Self {
+        self.rank = rank;
+        self
+    }
+
+    /// This replica's rank.
+    pub fn rank(&self) -> ReplicaRank {
+        self.rank
     }
 
     /// The live model and optimizer, and the seconds spent updating.
@@ -178,6 +203,14 @@ impl<P, S, R> StageHandler<(), UpdateIn<P, S>, R> for PolicyUpdater<P, S, R> {
         });
         let inputs: Vec<UpdateRow> = rows.iter().map(|r| r.input.clone()).collect();
         self.optimizer.set_lr((self.lr)(step));
+        let mut local = LocalExchange;
+        let exchange: &mut dyn GradExchange = match &mut self.exchange {
+            Some(e) => {
+                e.begin_step(step);
+                e
+            }
+            None => &mut local,
+        };
         let stats = match self.objective {
             Objective::Ppo => {
                 let lp = OldLogProbs {
@@ -185,24 +218,36 @@ impl<P, S, R> StageHandler<(), UpdateIn<P, S>, R> for PolicyUpdater<P, S, R> {
                     reference: rows.iter().filter_map(|r| r.reference.clone()).collect(),
                 };
                 let mut rng = DetRng::derive(self.run_seed, step, "update", 0);
-                ppo_update_prepared(
+                ppo_update_replicated(
                     &self.model,
                     &mut self.optimizer,
                     &inputs,
                     &lp,
                     &self.cfg,
                     &mut rng,
+                    exchange,
                 )
             }
-            Objective::Nll => nll_update(
+            Objective::Nll => nll_update_replicated(
                 &self.model,
                 &mut self.optimizer,
                 &inputs,
                 self.cfg.micro_batch_rows,
+                exchange,
             ),
         }
         .map_err(|e| format!("step {step}: the update: {e}"))?;
+        if let Some(e) = &mut self.exchange {
+            e.end_step(step);
+        }
         self.model.set_version(step + 1);
+        if self.rank.index != 0 {
+            // A replica keeps its weights in step; replica 0 publishes and reports.
+            self.busy += t0.elapsed().as_secs_f64();
+            self.side.clear();
+            out.emit(step, Vec::new());
+            return Ok(());
+        }
         let snapshot = self
             .model
             .snapshot()
@@ -237,14 +282,17 @@ pub type UpdateStreams<'scope, P, S, R> = (
 pub trait PolicyUpdate<'scope, P> {
     /// `side`: records handed to the hook beside the rows. `ticks`: a record per step that must
     /// update even without rows (e.g. the step's seeds), so that every step publishes its
-    /// version. Rows, side records and ticks from every worker are routed to worker 0, which
-    /// runs the stage: `updater` there; None elsewhere. Returns the hook's
-    /// records and the stage's thread (join it for the final model and optimizer).
+    /// version. `replicas` 1: rows, side records and ticks from every worker are routed to
+    /// worker 0, which runs the stage: `updater` there; None elsewhere. `replicas` = the number
+    /// of workers: every worker runs replica `worker index` ([`PolicyUpdater::with_rank`]) and
+    /// gets every record. Returns the hook's records and the stage's thread (join it for the
+    /// final model and optimizer).
     fn policy_update<S, T, R>(
         self,
         side: Stream<'scope, Step, Vec<S>>,
         ticks: Stream<'scope, Step, Vec<T>>,
         updater: Option<PolicyUpdater<P, S, R>>,
+        replicas: usize,
         ctx: &StageContext,
     ) -> Result<UpdateStreams<'scope, P, S, R>, String>
     where
@@ -261,6 +309,7 @@ impl<'scope, P: ExchangeData + Clone + Send> PolicyUpdate<'scope, P>
         side: Stream<'scope, Step, Vec<S>>,
         ticks: Stream<'scope, Step, Vec<T>>,
         updater: Option<PolicyUpdater<P, S, R>>,
+        replicas: usize,
         ctx: &StageContext,
     ) -> Result<UpdateStreams<'scope, P, S, R>, String>
     where
@@ -268,13 +317,53 @@ impl<'scope, P: ExchangeData + Clone + Send> PolicyUpdate<'scope, P>
         T: Clone + 'static,
         R: Clone + Send + 'static,
     {
-        let (ends, thread) = start_stage("update", updater, ctx)?;
-        let items = self.map(UpdateIn::Row).concat(side.map(UpdateIn::Side));
+        let peers = self.scope().peers();
+        if replicas <= 1 {
+            let (ends, thread) = start_stage("update", updater, ctx)?;
+            let items = self.map(UpdateIn::Row).concat(side.map(UpdateIn::Side));
+            let out = offload_groups(
+                items,
+                ticks.map(|_| ()),
+                Exchange::new(|_: &UpdateIn<P, S>| 0),
+                Exchange::new(|_: &()| 0),
+                "PolicyUpdate",
+                |_: &UpdateIn<P, S>| (),
+                |_, _| false,
+                ends,
+            );
+            return Ok((out, thread));
+        }
+        if replicas != peers {
+            return Err(format!(
+                "policy_update: {replicas} replicas on {peers} workers (use 1, or one per worker)"
+            ));
+        }
+        let Some(mut updater) = updater else {
+            return Err(
+                "policy_update: a data-parallel update needs a replica on every worker".into(),
+            );
+        };
+        let rank = updater.rank();
+        if rank.replicas != replicas || rank.index != self.scope().index() {
+            return Err(format!(
+                "policy_update: worker {} was given replica {} of {}",
+                self.scope().index(),
+                rank.index,
+                rank.replicas
+            ));
+        }
+        let ticks = ticks.map(|_| ()).broadcast();
+        updater.exchange = Some(ticks.clone().exchange_gradients(rank, ctx.failure.clone()));
+        let (ends, thread) = start_stage("update", Some(updater), ctx)?;
+        let items = self
+            .map(UpdateIn::Row)
+            .concat(side.map(UpdateIn::Side))
+            .broadcast();
         let out = offload_groups(
             items,
-            ticks.map(|_| ()),
-            Exchange::new(|_: &UpdateIn<P, S>| 0),
-            Exchange::new(|_: &()| 0),
+            ticks,
+            Pipeline,
+            Pipeline,
             "PolicyUpdate",
             |_: &UpdateIn<P, S>| (),
             |_, _| false,

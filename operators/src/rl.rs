@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use shareflow_runtime::rng::DetRng;
 
-use crate::policy::candle::Tensor;
+use crate::allreduce::{GradExchange, LocalExchange, MicroResult, accumulate_in_order};
+use crate::policy::candle::{Tensor, Var};
 use crate::policy::{
     GradAccumulator, Optimizer, PixelValues, PolicyError, PolicyModel, PpoConfig, Result,
     SamplingParams, ScoreOptions, Sequence, ppo_loss,
@@ -287,6 +288,23 @@ pub fn ppo_update_prepared(
     cfg: &UpdateConfig,
     rng: &mut DetRng,
 ) -> Result<UpdateStats> {
+    ppo_update_replicated(model, opt, rows, lp, cfg, rng, &mut LocalExchange)
+}
+
+/// [`ppo_update_prepared`] on one of several data-parallel replicas: every replica is called with
+/// the same rows, log-probs and random stream, computes the micro-batches its rank owns, and
+/// swaps results through `exchange` before each AdamW step (see [`crate::allreduce`]). Every
+/// replica ends with the weights, optimizer state and statistics one replica alone would have,
+/// bit for bit.
+pub fn ppo_update_replicated(
+    model: &PolicyModel,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    lp: &OldLogProbs,
+    cfg: &UpdateConfig,
+    rng: &mut DetRng,
+    exchange: &mut dyn GradExchange,
+) -> Result<UpdateStats> {
     if rows.is_empty() {
         return Ok(UpdateStats::default());
     }
@@ -308,6 +326,8 @@ pub fn ppo_update_prepared(
     let old = &lp.old;
     let ref_lp = &lp.reference;
     let device = model.device().clone();
+    let vars: Vec<Var> = opt.vars().map(|(_, v)| v.clone()).collect();
+    let rank = exchange.rank();
     let padded = |src: &[Vec<f32>], micro: &[usize], t: usize| -> Result<Tensor> {
         let mut flat = Vec::with_capacity(micro.len() * t);
         for &r in micro {
@@ -319,6 +339,7 @@ pub fn ppo_update_prepared(
     };
     let mut stats = UpdateStats::default();
     let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut round = 0u64;
     for _ in 0..cfg.ppo_epochs.max(1) {
         if cfg.shuffle {
             rng.shuffle(&mut order);
@@ -328,9 +349,12 @@ pub fn ppo_update_prepared(
             if tokens == 0 {
                 continue;
             }
-            let mut acc: GradAccumulator = opt.accumulator();
-            let mut terms_sum = [0f64; 6];
-            for micro in mini.chunks(cfg.micro_batch_rows) {
+            let micros: Vec<&[usize]> = mini.chunks(cfg.micro_batch_rows).collect();
+            let mut mine = Vec::new();
+            for (index, micro) in micros.iter().enumerate() {
+                if !rank.owns(index) {
+                    continue;
+                }
                 let mrows: Vec<&UpdateRow> = micro.iter().map(|&r| &rows[r]).collect();
                 let s = score_rows(model, &mrows, cfg.temperature)?;
                 let t = s.log_probs.dim(1)?;
@@ -365,19 +389,26 @@ pub fn ppo_update_prepared(
                         micro.len()
                     )));
                 }
-                acc.backward(&terms.loss, loss_share)?;
                 // The losses as optimised; the per-token statistics as token means.
-                for (slot, v, w) in [
-                    (0, terms.pg_loss, loss_share),
-                    (1, terms.pg_clipfrac_higher, share),
-                    (2, terms.pg_clipfrac_lower, share),
-                    (3, terms.ppo_kl, share),
-                    (4, terms.entropy_loss, share),
-                    (5, terms.kl_loss.unwrap_or(0.0), loss_share),
-                ] {
-                    terms_sum[slot] += v * w;
-                }
+                let weighted = vec![
+                    terms.pg_loss * loss_share,
+                    terms.pg_clipfrac_higher * share,
+                    terms.pg_clipfrac_lower * share,
+                    terms.ppo_kl * share,
+                    terms.entropy_loss * share,
+                    terms.kl_loss.unwrap_or(0.0) * loss_share,
+                ];
+                mine.push(MicroResult {
+                    micro: index,
+                    grads: micro_grads(&terms.loss, loss_share, &vars)?,
+                    terms: weighted,
+                });
             }
+            let all = exchange.all_gather(round, mine, micros.len(), &vars)?;
+            round += 1;
+            let mut acc: GradAccumulator = opt.accumulator();
+            let mut terms_sum = [0f64; 6];
+            accumulate_in_order(&mut acc, &vars, all, &mut terms_sum)?;
             match opt.step(&acc.take()) {
                 Ok(st) => {
                     stats.grad_norm += st.grad_norm;
@@ -412,6 +443,17 @@ pub fn ppo_update_prepared(
     Ok(stats)
 }
 
+/// The gradients of `share * loss` per variable of `vars` (as [`GradAccumulator::backward`]
+/// computes them).
+fn micro_grads(loss: &Tensor, share: f64, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
+    let grads = if share == 1.0 {
+        loss.backward()?
+    } else {
+        loss.affine(share, 0.0)?.backward()?
+    };
+    Ok(GradAccumulator::slots_of(vars, &grads))
+}
+
 /// Mean token-level negative log-likelihood of the rows' responses (SFT, via
 /// [`crate::policy::sft_loss`]), with a gradient; and the number of response tokens.
 pub fn nll_loss(model: &PolicyModel, rows: &[&UpdateRow]) -> Result<(Tensor, usize)> {
@@ -429,6 +471,17 @@ pub fn nll_update(
     rows: &[UpdateRow],
     micro_batch_rows: usize,
 ) -> Result<UpdateStats> {
+    nll_update_replicated(model, opt, rows, micro_batch_rows, &mut LocalExchange)
+}
+
+/// [`nll_update`] on one of several data-parallel replicas (as [`ppo_update_replicated`]).
+pub fn nll_update_replicated(
+    model: &PolicyModel,
+    opt: &mut Optimizer,
+    rows: &[UpdateRow],
+    micro_batch_rows: usize,
+    exchange: &mut dyn GradExchange,
+) -> Result<UpdateStats> {
     if micro_batch_rows == 0 {
         return Err(PolicyError::Input(
             "nll_update: the micro-batch size must be positive".into(),
@@ -436,9 +489,14 @@ pub fn nll_update(
     }
     let refs: Vec<&UpdateRow> = rows.iter().collect();
     let total: usize = rows.iter().map(|r| r.response.len()).sum();
-    let mut acc = opt.accumulator();
-    let mut loss_sum = 0.0;
-    for micro in refs.chunks(micro_batch_rows) {
+    let vars: Vec<Var> = opt.vars().map(|(_, v)| v.clone()).collect();
+    let rank = exchange.rank();
+    let micros: Vec<&[&UpdateRow]> = refs.chunks(micro_batch_rows).collect();
+    let mut mine = Vec::new();
+    for (index, micro) in micros.iter().enumerate() {
+        if !rank.owns(index) {
+            continue;
+        }
         let (loss, tokens) = nll_loss(model, micro)?;
         let share = tokens as f64 / total.max(1) as f64;
         let value = f64::from(loss.to_scalar::<f32>()?);
@@ -448,12 +506,19 @@ pub fn nll_update(
                 micro.len()
             )));
         }
-        loss_sum += value * share;
-        acc.backward(&loss, share)?;
+        mine.push(MicroResult {
+            micro: index,
+            grads: micro_grads(&loss, share, &vars)?,
+            terms: vec![value * share],
+        });
     }
+    let all = exchange.all_gather(0, mine, micros.len(), &vars)?;
+    let mut acc = opt.accumulator();
+    let mut loss_sum = [0.0];
+    accumulate_in_order(&mut acc, &vars, all, &mut loss_sum)?;
     let st = opt.step(&acc.take())?;
     Ok(UpdateStats {
-        pg_loss: loss_sum,
+        pg_loss: loss_sum[0],
         grad_norm: st.grad_norm,
         lr: st.lr,
         optimizer_steps: 1,

@@ -28,6 +28,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Scope, Stream};
 
+use shareflow_operators::allreduce::ReplicaRank;
 use shareflow_operators::policy::{Optimizer, Policy, PolicyError, PolicyModel, Processor};
 use shareflow_operators::policy_update::{Objective, UpdateSettings};
 use shareflow_operators::reward::RewardRule;
@@ -256,6 +257,8 @@ pub struct GraphBuilder<'scope> {
     /// The frozen KL reference policy (with a KL loss), shared by the workers' scorers.
     reference: Option<PolicyModel>,
     parts: Option<Parts>,
+    /// This worker's policy replica (model and optimizer) on workers other than 0.
+    replica: Option<(PolicyModel, Optimizer)>,
     joins: Arc<Mutex<Joins>>,
     val_after: Arc<Mutex<Option<(f64, f64)>>>,
 }
@@ -498,12 +501,43 @@ impl<'scope> GraphBuilder<'scope> {
         let Some(versions) = self.version_loop.take() else {
             return Err("GraphBuilder::update may be called once per graph".into());
         };
-        let updater = self.parts.take().map(|p| self.stock_updater(p));
+        let replicas = self.settings.workers.max(1);
+        let rank = ReplicaRank {
+            index: self.seeds.scope().index(),
+            replicas,
+        };
+        let updater = match (self.parts.take(), self.replica.take()) {
+            (Some(p), _) => Some(self.stock_updater(p)),
+            (None, Some((model, optimizer))) => Some(PolicyUpdater::new(
+                model,
+                optimizer,
+                self.store.clone(),
+                self.update_settings(),
+                |_: UpdateContext<'_, RespPayload, RolloutReport>| Ok(Vec::new()),
+            )),
+            (None, None) => None,
+        }
+        .map(|u| u.with_rank(rank));
         let (records, thread) =
-            rows.policy_update(reports, self.seeds.clone(), updater, &self.ctx)?;
+            rows.policy_update(reports, self.seeds.clone(), updater, replicas, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.update);
         records.clone().publish_versions(versions);
         Ok(records)
+    }
+
+    fn update_settings(&self) -> UpdateSettings {
+        let s = Arc::clone(&self.settings);
+        UpdateSettings {
+            cfg: s.update.clone(),
+            objective: if s.graph == GraphKind::Sft {
+                Objective::Nll
+            } else {
+                Objective::Ppo
+            },
+            run_seed: s.run_seed,
+            max_staleness: s.max_staleness as u64,
+            lr: Box::new(move |step| s.optim.lr * s.lr_schedule.factor(step)),
+        }
     }
 
     fn stock_updater(&self, p: Parts) -> StockUpdater {
@@ -520,15 +554,8 @@ impl<'scope> GraphBuilder<'scope> {
             ..
         } = p;
         let mut last_step_end = Instant::now();
-        let lr_s = Arc::clone(&self.settings);
         let sft = s.graph == GraphKind::Sft;
-        let settings = UpdateSettings {
-            cfg: s.update.clone(),
-            objective: if sft { Objective::Nll } else { Objective::Ppo },
-            lr: Box::new(move |step| lr_s.optim.lr * lr_s.lr_schedule.factor(step)),
-            run_seed: s.run_seed,
-            max_staleness: s.max_staleness as u64,
-        };
+        let settings = self.update_settings();
         PolicyUpdater::new(
             model,
             optimizer,
@@ -678,6 +705,14 @@ pub fn run_graph(
         }
     };
     store.publish(model.snapshot().map_err(err)?);
+    // Data parallelism: every other worker trains a replica of its own, equal bit for bit.
+    let mut replicas = Vec::new();
+    for _ in 1..s.workers.max(1) {
+        let m = model.replica().map_err(err)?;
+        let o = optimizer.replica_for(m.trainable_vars()).map_err(err)?;
+        replicas.push(Some((m, o)));
+    }
+    let replicas = Arc::new(Mutex::new(replicas));
     let parts = Arc::new(Mutex::new(Some(Parts {
         model,
         optimizer,
@@ -708,10 +743,14 @@ pub fn run_graph(
     ClusterConfig::threads(s.workers)
         .execute(move |worker| {
             let index = worker.index();
-            let parts = if index == 0 {
-                parts.lock().ok().and_then(|mut p| p.take())
+            let (parts, replica) = if index == 0 {
+                (parts.lock().ok().and_then(|mut p| p.take()), None)
             } else {
-                None
+                let r = replicas
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.get_mut(index - 1).and_then(Option::take));
+                (None, r)
             };
             let mut input = InputHandle::<Step, _>::new();
             let probe = ProbeHandle::new();
@@ -730,6 +769,7 @@ pub fn run_graph(
                     processor: Arc::clone(&processor),
                     reference: reference.clone(),
                     parts,
+                    replica,
                     joins: Arc::clone(&run_joins),
                     val_after: Arc::clone(&run_val_after),
                 };
@@ -812,7 +852,9 @@ pub fn run_graph(
     let mut trained = None;
     for t in joins.update {
         match t.join() {
-            Ok(h) => trained = Some(h.into_parts()),
+            // Replica 0's model and optimizer (the others equal them bit for bit).
+            Ok(h) if h.rank().index == 0 => trained = Some(h.into_parts()),
+            Ok(_) => {}
             Err(e) => errors.push(e),
         }
     }

@@ -265,6 +265,15 @@ impl PolicyModel {
         Ok(m)
     }
 
+    /// A trainable deep copy (a data-parallel replica): the same weights, version and compute
+    /// dtype in variables of its own, so that an optimizer step on one leaves the other alone.
+    pub fn replica(&self) -> Result<Self> {
+        let mut m = Self::from_params(self.config.clone(), self.params.replica()?)?;
+        m.version = self.version;
+        m.dtype = self.dtype;
+        Ok(m)
+    }
+
     /// Writes a Hugging Face checkpoint directory: the weights under their original names and
     /// dtype, and every other file of `source_dir` (config, tokenizer, templates, processor
     /// config) copied unchanged. Written to a temporary sibling and renamed into place.

@@ -409,6 +409,14 @@ impl Optimizer {
         })
     }
 
+    /// An optimizer over `vars` (a replica's, named and ordered as this one's) in exactly this
+    /// one's state: configuration, learning rate, step counts and moments.
+    pub fn replica_for(&self, vars: Vec<(String, Var)>) -> Result<Self> {
+        let mut o = Self::new(vars, self.cfg)?;
+        o.load_state(&self.state()?)?;
+        Ok(o)
+    }
+
     /// The state to checkpoint (copies the moments to the host).
     pub fn state(&self) -> Result<OptimState> {
         let mut vars = BTreeMap::new();
@@ -555,6 +563,26 @@ impl GradAccumulator {
         self.grads.extend(kept)?;
         self.micro_batches += 1;
         Ok(())
+    }
+
+    /// Adds one micro-batch's gradients given per variable (`grads[i]` of `vars[i]`; None: no
+    /// gradient), as [`GradAccumulator::add`] adds a `backward()` result: the same sums, so
+    /// gradients that went through a replica exchange accumulate bit for bit as local ones.
+    pub fn add_slots(&mut self, vars: &[Var], grads: Vec<Option<Tensor>>) -> Result<()> {
+        let mut store = GradStore::default();
+        for (v, g) in vars.iter().zip(grads) {
+            if let Some(g) = g {
+                store.insert_id(v.as_tensor().id(), g);
+            }
+        }
+        self.add(store)
+    }
+
+    /// The gradients of one `backward()` call per variable of `vars` (in that order).
+    pub fn slots_of(vars: &[Var], grads: &GradStore) -> Vec<Option<Tensor>> {
+        vars.iter()
+            .map(|v| grads.get(v.as_tensor()).cloned())
+            .collect()
     }
 
     /// Number of gradient stores added since the last [`GradAccumulator::take`].

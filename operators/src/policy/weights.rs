@@ -342,6 +342,27 @@ impl ParamStore {
         })
     }
 
+    /// A deep copy whose trainable parameters are new variables with the same values (a
+    /// data-parallel replica: its optimizer steps change neither store); frozen tensors, which
+    /// nothing writes, are shared.
+    pub fn replica(&self) -> Result<Self> {
+        let mut params = BTreeMap::new();
+        for (n, p) in &self.params {
+            let copy = match p {
+                Param::Trainable(v) => Param::Trainable(Var::from_tensor(&v.as_tensor().detach())?),
+                Param::Frozen(t) => Param::Frozen(t.clone()),
+            };
+            params.insert(n.clone(), copy);
+        }
+        Ok(Self {
+            params,
+            source: self.source.clone(),
+            naming: self.naming,
+            dtypes: self.dtypes.clone(),
+            device: self.device.clone(),
+        })
+    }
+
     /// The same store with its frozen tensors (not the trainable ones) in `dtype`: a model
     /// computing in bf16 keeps what it never trains or saves (a published rollout version, an
     /// inference or reference model) in bf16 once, instead of casting every weight at every
