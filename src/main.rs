@@ -119,8 +119,9 @@ struct TrainCmd {
     /// directory names, else start fresh) or a `checkpoints/step_N` directory.
     #[arg(long, value_name = "auto|PATH")]
     resume: Option<String>,
-    /// Timely worker threads (`trainer.workers`; wins over --set): each samples and scores its
-    /// own seeds, worker 0 runs the update; the results are those of one worker.
+    /// Timely worker threads (`trainer.workers`; wins over --set), data parallel: each samples
+    /// and scores its own seeds and updates a policy replica on its share of every mini-batch;
+    /// the results are those of one worker, bit for bit.
     #[arg(long, short = 'w', value_name = "N")]
     workers: Option<usize>,
 }

@@ -9,7 +9,7 @@
 //! A step's capability is released when the thread says the step's update is done (or the thread
 //! is gone), so the exchange never holds a finished dataflow open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -163,43 +163,60 @@ impl<'scope, D: Clone + 'static> ExchangeGradients for Stream<'scope, Step, Vec<
                     *s = Some(scope.worker().sync_activator_for(info.address.to_vec()));
                 }
                 let mut caps: BTreeMap<Step, Capability<Step>> = BTreeMap::new();
-                let mut waiting: Vec<GradRecord> = Vec::new();
+                // The thread's messages in order: a gradient waits (with all that follows) until
+                // its step's tick has come; a step's `Done` releases its capability for good.
+                let mut queue: VecDeque<Outgoing> = VecDeque::new();
+                let mut finished: BTreeSet<Step> = BTreeSet::new();
                 let mut closed = false;
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, batches| {
                         batches.for_each(|b| b.clear());
-                        if !closed && let Some(c) = cap.retain_least(port) {
-                            caps.entry(*c.time()).or_insert(c);
+                        for t in cap.stamp().iter() {
+                            if !closed && !finished.contains(t) && !caps.contains_key(t) {
+                                caps.insert(*t, cap.delayed(t, port));
+                            }
                         }
                     });
                     loop {
                         match out_rx.try_recv() {
-                            Ok(Outgoing::Grad(g)) => waiting.push(g),
-                            Ok(Outgoing::Done(step)) => {
-                                caps.remove(&step);
-                            }
+                            Ok(o) => queue.push_back(o),
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Disconnected) => {
                                 // The update thread is gone (the run ended or failed).
                                 closed = true;
-                                caps.clear();
-                                waiting.clear();
                                 break;
                             }
                         }
                     }
-                    for g in std::mem::take(&mut waiting) {
-                        match caps.get(&g.step) {
-                            Some(c) => output.session(c).give(g),
-                            None if !frontier.less_equal(&g.step) => op_failure.set(format!(
-                                "gradient exchange: step {} has no tick on this worker \
-                                 (broadcast the update's ticks)",
-                                g.step
-                            )),
-                            None => waiting.push(g),
+                    while let Some(o) = queue.pop_front() {
+                        match o {
+                            Outgoing::Grad(g) => match caps.get(&g.step) {
+                                Some(c) => output.session(c).give(g),
+                                None if !frontier.less_equal(&g.step) => {
+                                    op_failure.set(format!(
+                                        "gradient exchange: step {} has no tick on this worker \
+                                         (broadcast the update's ticks)",
+                                        g.step
+                                    ));
+                                }
+                                None => {
+                                    queue.push_front(Outgoing::Grad(g));
+                                    break;
+                                }
+                            },
+                            Outgoing::Done(step) => {
+                                caps.remove(&step);
+                                finished.insert(step);
+                            }
                         }
                     }
+                    if closed {
+                        queue.clear();
+                        caps.clear();
+                    }
+                    // No tick of a step the input frontier has passed can come any more.
+                    finished.retain(|t| frontier.less_equal(t));
                 }
             },
         );

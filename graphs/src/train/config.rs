@@ -375,8 +375,10 @@ pub fn keys() -> Vec<KeyDef> {
         k(
             "trainer.workers",
             Value::Integer(1),
-            "timely worker threads; each feeds, samples and scores the old log-probs of its own \
-             seeds (the same results as one worker), and worker 0 runs the update",
+            "timely worker threads (data parallel): each feeds, samples and scores the old \
+             log-probs of its own seeds and holds a policy replica that computes its share of \
+             every mini-batch; gradients are summed in a fixed order, so the results equal one \
+             worker's bit for bit (on 2 cores, run with RAYON_NUM_THREADS=1 and 2 workers)",
         ),
         k(
             "sft.steps",

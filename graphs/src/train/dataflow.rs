@@ -217,7 +217,7 @@ impl<F> TrainGraph for F where
 {
 }
 
-/// What the stages of a run own on worker 0 (taken once).
+/// What the stages of a run own on worker 0 (taken once): replica 0 and what it reports to.
 struct Parts {
     model: PolicyModel,
     optimizer: Optimizer,
@@ -244,8 +244,11 @@ struct Joins {
 /// (reward rules, normalisations, filters, a user's own) transforms the streams. Each worker
 /// owns the seeds [`shareflow_runtime::seed_owner`] gives it: it feeds them, encodes their
 /// prompts, samples their responses and scores their old log-probs, on stage threads of its own
-/// that share the run's published policy versions; the update runs on worker 0. A seed's results
-/// do not depend on which worker owns it, so a run is bitwise the same on any number of workers.
+/// that share the run's published policy versions. Every worker also holds a policy replica for
+/// the update (data parallelism; replica 0 publishes versions, evaluates and checkpoints), whose
+/// gradients are summed in a fixed order. A seed's results do not depend on which worker owns
+/// it, and the update's sum not on how many replicas computed it, so a run is bitwise the same
+/// on any number of workers.
 pub struct GraphBuilder<'scope> {
     settings: Arc<Settings>,
     seeds: Stream<'scope, Step, Vec<SeedItem>>,
