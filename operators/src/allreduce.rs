@@ -182,6 +182,66 @@ pub fn accumulate_in_order(
     Ok(())
 }
 
+/// One mini-batch's sum, micro-batch by micro-batch. A single replica adds each result as it is
+/// computed (one micro-batch's gradients held at a time, as plain gradient accumulation does);
+/// a replica of several keeps its own results until the exchange, then sums all in order.
+#[derive(Debug)]
+pub struct MiniBatchSum {
+    acc: GradAccumulator,
+    terms: Vec<f64>,
+    mine: Vec<MicroResult>,
+    added: usize,
+    stream: bool,
+}
+
+impl MiniBatchSum {
+    /// An empty sum into `acc` with `terms` loss slots, for a replica of `rank`.
+    pub fn new(acc: GradAccumulator, terms: usize, rank: ReplicaRank) -> Self {
+        Self {
+            acc,
+            terms: vec![0.0; terms],
+            mine: Vec::new(),
+            added: 0,
+            stream: rank.replicas <= 1,
+        }
+    }
+
+    /// Adds (or keeps for the exchange) the result of one of this replica's micro-batches, in
+    /// micro-batch order.
+    pub fn push(&mut self, vars: &[Var], r: MicroResult) -> Result<()> {
+        if self.stream {
+            self.added += 1;
+            accumulate_in_order(&mut self.acc, vars, vec![r], &mut self.terms)
+        } else {
+            self.mine.push(r);
+            Ok(())
+        }
+    }
+
+    /// The mini-batch's summed gradients and terms, after swapping results of round `round`
+    /// through `exchange` (several replicas) or checking that all `count` were added (one).
+    pub fn finish(
+        mut self,
+        exchange: &mut dyn GradExchange,
+        round: u64,
+        count: usize,
+        vars: &[Var],
+    ) -> Result<(crate::policy::candle::backprop::GradStore, Vec<f64>)> {
+        if self.stream {
+            if self.added != count {
+                return Err(PolicyError::Input(format!(
+                    "gradient sum: {} of {count} micro-batches added",
+                    self.added
+                )));
+            }
+        } else {
+            let all = exchange.all_gather(round, std::mem::take(&mut self.mine), count, vars)?;
+            accumulate_in_order(&mut self.acc, vars, all, &mut self.terms)?;
+        }
+        Ok((self.acc.take(), self.terms))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use shareflow_runtime::rng::DetRng;
 
-use crate::allreduce::{GradExchange, LocalExchange, MicroResult, accumulate_in_order};
+use crate::allreduce::{GradExchange, LocalExchange, MicroResult, MiniBatchSum};
 use crate::policy::candle::{Tensor, Var};
 use crate::policy::{
     GradAccumulator, Optimizer, PixelValues, PolicyError, PolicyModel, PpoConfig, Result,
@@ -350,7 +350,7 @@ pub fn ppo_update_replicated(
                 continue;
             }
             let micros: Vec<&[usize]> = mini.chunks(cfg.micro_batch_rows).collect();
-            let mut mine = Vec::new();
+            let mut sum = MiniBatchSum::new(opt.accumulator(), 6, rank);
             for (index, micro) in micros.iter().enumerate() {
                 if !rank.owns(index) {
                     continue;
@@ -398,18 +398,19 @@ pub fn ppo_update_replicated(
                     terms.entropy_loss * share,
                     terms.kl_loss.unwrap_or(0.0) * loss_share,
                 ];
-                mine.push(MicroResult {
-                    micro: index,
-                    grads: micro_grads(&terms.loss, loss_share, &vars)?,
-                    terms: weighted,
-                });
+                let grads = micro_grads(&terms.loss, loss_share, &vars)?;
+                sum.push(
+                    &vars,
+                    MicroResult {
+                        micro: index,
+                        grads,
+                        terms: weighted,
+                    },
+                )?;
             }
-            let all = exchange.all_gather(round, mine, micros.len(), &vars)?;
+            let (grads, terms_sum) = sum.finish(exchange, round, micros.len(), &vars)?;
             round += 1;
-            let mut acc: GradAccumulator = opt.accumulator();
-            let mut terms_sum = [0f64; 6];
-            accumulate_in_order(&mut acc, &vars, all, &mut terms_sum)?;
-            match opt.step(&acc.take()) {
+            match opt.step(&grads) {
                 Ok(st) => {
                     stats.grad_norm += st.grad_norm;
                     stats.lr = st.lr;
@@ -492,7 +493,7 @@ pub fn nll_update_replicated(
     let vars: Vec<Var> = opt.vars().map(|(_, v)| v.clone()).collect();
     let rank = exchange.rank();
     let micros: Vec<&[&UpdateRow]> = refs.chunks(micro_batch_rows).collect();
-    let mut mine = Vec::new();
+    let mut sum = MiniBatchSum::new(opt.accumulator(), 1, rank);
     for (index, micro) in micros.iter().enumerate() {
         if !rank.owns(index) {
             continue;
@@ -506,17 +507,18 @@ pub fn nll_update_replicated(
                 micro.len()
             )));
         }
-        mine.push(MicroResult {
-            micro: index,
-            grads: micro_grads(&loss, share, &vars)?,
-            terms: vec![value * share],
-        });
+        let grads = micro_grads(&loss, share, &vars)?;
+        sum.push(
+            &vars,
+            MicroResult {
+                micro: index,
+                grads,
+                terms: vec![value * share],
+            },
+        )?;
     }
-    let all = exchange.all_gather(0, mine, micros.len(), &vars)?;
-    let mut acc = opt.accumulator();
-    let mut loss_sum = [0.0];
-    accumulate_in_order(&mut acc, &vars, all, &mut loss_sum)?;
-    let st = opt.step(&acc.take())?;
+    let (grads, loss_sum) = sum.finish(exchange, 0, micros.len(), &vars)?;
+    let st = opt.step(&grads)?;
     Ok(UpdateStats {
         pg_loss: loss_sum[0],
         grad_norm: st.grad_norm,
