@@ -165,6 +165,21 @@ pub fn check_complete(mut results: Vec<MicroResult>, count: usize) -> Result<Vec
     Ok(results)
 }
 
+/// This replica's results and the other replicas' payloads of one round, as every
+/// micro-batch's result in micro-batch order (see [`check_complete`]).
+pub fn merge_results(
+    mine: Vec<MicroResult>,
+    theirs: Vec<MicroPayload>,
+    count: usize,
+    vars: &[Var],
+) -> Result<Vec<MicroResult>> {
+    let mut all = mine;
+    for p in theirs {
+        all.push(MicroResult::from_payload(p, vars)?);
+    }
+    check_complete(all, count)
+}
+
 /// Sums the micro-batches' gradients in order into `acc` and their terms into `terms` (each
 /// slot `terms[k] += r.terms[k]`, in micro-batch order).
 pub fn accumulate_in_order(

@@ -24,7 +24,7 @@ use timely::scheduling::SyncActivator;
 use shareflow_runtime::Step;
 use shareflow_runtime::stage::Failure;
 
-use crate::allreduce::{GradExchange, MicroPayload, MicroResult, ReplicaRank, check_complete};
+use crate::allreduce::{GradExchange, MicroPayload, MicroResult, ReplicaRank, merge_results};
 use crate::policy::candle::Var;
 use crate::policy::{PolicyError, Result};
 
@@ -131,11 +131,8 @@ impl GradExchange for DataflowExchange {
                 }
             }
         }
-        let mut all = mine;
-        for r in theirs {
-            all.push(MicroResult::from_payload(r.payload, vars)?);
-        }
-        check_complete(all, count)
+        let theirs = theirs.into_iter().map(|r| r.payload).collect();
+        merge_results(mine, theirs, count, vars)
     }
 }
 

@@ -398,7 +398,7 @@ pub fn ppo_update_replicated(
                     terms.entropy_loss * share,
                     terms.kl_loss.unwrap_or(0.0) * loss_share,
                 ];
-                let grads = micro_grads(&terms.loss, loss_share, &vars)?;
+                let grads = GradAccumulator::grads_of(&terms.loss, loss_share, &vars)?;
                 sum.push(
                     &vars,
                     MicroResult {
@@ -442,17 +442,6 @@ pub fn ppo_update_replicated(
         stats.grad_norm /= stats.optimizer_steps as f64;
     }
     Ok(stats)
-}
-
-/// The gradients of `share * loss` per variable of `vars` (as [`GradAccumulator::backward`]
-/// computes them).
-fn micro_grads(loss: &Tensor, share: f64, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
-    let grads = if share == 1.0 {
-        loss.backward()?
-    } else {
-        loss.affine(share, 0.0)?.backward()?
-    };
-    Ok(GradAccumulator::slots_of(vars, &grads))
 }
 
 /// Mean token-level negative log-likelihood of the rows' responses (SFT, via
@@ -507,7 +496,7 @@ pub fn nll_update_replicated(
                 micro.len()
             )));
         }
-        let grads = micro_grads(&loss, share, &vars)?;
+        let grads = GradAccumulator::grads_of(&loss, share, &vars)?;
         sum.push(
             &vars,
             MicroResult {

@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use candle_core::{Device, Var};
 use common::golden_dir;
 use shareflow_operators::allreduce::{
-    GradExchange, MicroPayload, MicroResult, ReplicaRank, check_complete,
+    GradExchange, MicroPayload, MicroResult, ReplicaRank, merge_results,
 };
 use shareflow_operators::policy::{
     LoadOptions, OptimConfig, Optimizer, PolicyModel, PpoConfig, Result as PolicyResult,
@@ -64,11 +64,7 @@ impl GradExchange for ThreadExchange {
             }
         }
         self.rounds += 1;
-        let mut all = mine;
-        for p in theirs {
-            all.push(MicroResult::from_payload(p, vars)?);
-        }
-        check_complete(all, count)
+        merge_results(mine, theirs, count, vars)
     }
 }
 

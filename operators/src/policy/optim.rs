@@ -504,6 +504,15 @@ fn norm_of(gs: &[Option<Tensor>]) -> Result<f64> {
     Ok(sq.iter().map(|&s| f64::from(s)).sum::<f64>().sqrt())
 }
 
+/// Back-propagates `share * loss` (`loss` itself when `share` is 1).
+fn scaled_backward(loss: &Tensor, share: f64) -> Result<GradStore> {
+    Ok(if share == 1.0 {
+        loss.backward()?
+    } else {
+        loss.affine(share, 0.0)?.backward()?
+    })
+}
+
 /// Sums the gradients of several `backward()` calls (micro-batches) for a set of variables;
 /// gradients of other tensors in the stores (candle also records them for constants) are
 /// dropped.
@@ -542,12 +551,7 @@ impl GradAccumulator {
 
     /// Back-propagates `share * loss` and adds the gradients.
     pub fn backward(&mut self, loss: &Tensor, share: f64) -> Result<()> {
-        let grads = if share == 1.0 {
-            loss.backward()?
-        } else {
-            loss.affine(share, 0.0)?.backward()?
-        };
-        self.add(grads)
+        self.add(scaled_backward(loss, share)?)
     }
 
     /// Adds the gradients of one `backward()` call.
@@ -578,11 +582,14 @@ impl GradAccumulator {
         self.add(store)
     }
 
-    /// The gradients of one `backward()` call per variable of `vars` (in that order).
-    pub fn slots_of(vars: &[Var], grads: &GradStore) -> Vec<Option<Tensor>> {
-        vars.iter()
+    /// The gradients of `share * loss` (as [`GradAccumulator::backward`] computes them) per
+    /// variable of `vars`, in that order: one micro-batch's result for a replica exchange.
+    pub fn grads_of(loss: &Tensor, share: f64, vars: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let grads = scaled_backward(loss, share)?;
+        Ok(vars
+            .iter()
             .map(|v| grads.get(v.as_tensor()).cloned())
-            .collect()
+            .collect())
     }
 
     /// Number of gradient stores added since the last [`GradAccumulator::take`].
