@@ -124,6 +124,16 @@ struct TrainCmd {
     /// the results are those of one worker, bit for bit.
     #[arg(long, short = 'w', value_name = "N")]
     workers: Option<usize>,
+    /// Processes of a multi-process run (each with --workers threads; every process runs the
+    /// same command with its own --process). Process 0 owns the run directory.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index in 0..processes.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// One `host:port` line per process (required with --processes > 1).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +451,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 graph,
                 cmd.quiet,
                 cmd.resume.as_deref(),
+                &shareflow::tools::train::Processes {
+                    count: cmd.processes,
+                    index: cmd.process,
+                    hostfile: cmd.hostfile.clone(),
+                },
             )?;
             write_lines(None, &[serde_json::to_string_pretty(&run.summary)?])?;
         }

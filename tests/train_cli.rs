@@ -439,3 +439,217 @@ fn two_workers_write_the_checkpoint_of_one() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the cluster to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// The metrics of a run without its timings (which differ between runs).
+fn metrics_without_timings(run_dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("JSON line");
+            if let Some(m) = v.as_object_mut() {
+                m.retain(|k, _| !k.starts_with("timing/") && !k.starts_with("throughput/"));
+            }
+            v
+        })
+        .collect()
+}
+
+/// Two processes over TCP on 127.0.0.1 (one worker each, each a policy replica computing one
+/// of every mini-batch's two micro-batches) end with the checkpoint of one process, byte for
+/// byte, and the same metrics, at staleness 0 and 1. Process 1 writes nothing.
+#[test]
+fn two_processes_write_the_checkpoint_of_one() {
+    let dir = temp_dir("train-processes");
+    let out = dir.to_string_lossy().into_owned();
+    let exe = env!("CARGO_BIN_EXE_shareflow");
+    for staleness in ["0", "1"] {
+        let args = |name: &str| {
+            let mut a = tiny(&out, name);
+            a.extend([
+                "--set".into(),
+                "data.rollout_batch_size=2".into(),
+                "--set".into(),
+                "data.val_size=0".into(),
+                "--set".into(),
+                "worker.actor.micro_batch_size_per_device_for_update=2".into(),
+                "--set".into(),
+                format!("trainer.max_staleness={staleness}"),
+            ]);
+            a
+        };
+        let one = format!("one-s{staleness}");
+        let (ok, _, err) = run(&args(&one));
+        assert!(ok, "one process: {err}");
+
+        let hostfile = dir.join(format!("hosts-{staleness}"));
+        std::fs::write(
+            &hostfile,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        )
+        .expect("write hostfile");
+        let two = format!("two-s{staleness}");
+        let follower_dir = format!("follower-s{staleness}");
+        let spawn = |process: &str, name: &str| {
+            let mut a = args(name);
+            a.extend([
+                "--processes".into(),
+                "2".into(),
+                "--process".into(),
+                process.into(),
+                "--hostfile".into(),
+                hostfile.to_string_lossy().into_owned(),
+            ]);
+            std::process::Command::new(exe)
+                .args(&a)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn process")
+        };
+        // The follower gets another run name: it must not write anything under it.
+        let p1 = spawn("1", &follower_dir);
+        let p0 = spawn("0", &two);
+        let out0 = p0.wait_with_output().expect("process 0");
+        let out1 = p1.wait_with_output().expect("process 1");
+        assert!(
+            out0.status.success(),
+            "process 0: {}",
+            String::from_utf8_lossy(&out0.stderr)
+        );
+        assert!(
+            out1.status.success(),
+            "process 1: {}",
+            String::from_utf8_lossy(&out1.stderr)
+        );
+        assert!(
+            !dir.join(&follower_dir).exists(),
+            "process 1 wrote a run directory"
+        );
+        for file in ["model.safetensors", "optimizer.safetensors"] {
+            let a = std::fs::read(dir.join(format!("{one}/checkpoints/step_2/{file}")))
+                .expect("one process's checkpoint");
+            let b = std::fs::read(dir.join(format!("{two}/checkpoints/step_2/{file}")))
+                .expect("two processes' checkpoint");
+            assert!(a == b, "staleness {staleness}: {file} differs");
+        }
+        assert_eq!(
+            metrics_without_timings(&dir.join(&one)),
+            metrics_without_timings(&dir.join(&two)),
+            "staleness {staleness}: metrics differ"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Killing one process of a two-process run (SIGKILL, after the first checkpoint) stops the
+/// other within seconds with an error that says what happened, instead of hanging; both then
+/// resume from the last checkpoint (`--resume auto`) and end with the weights of a straight
+/// one-process run, byte for byte.
+#[cfg(unix)]
+#[test]
+fn a_killed_process_stops_its_peer_and_the_run_resumes_exactly() {
+    let dir = temp_dir("train-kill");
+    let out = dir.to_string_lossy().into_owned();
+    let exe = env!("CARGO_BIN_EXE_shareflow");
+    let args = |name: &str| {
+        let mut a = tiny(&out, name);
+        a.extend([
+            "--set".into(),
+            "trainer.total_steps=8".into(),
+            "--set".into(),
+            "trainer.save_freq=1".into(),
+            "--set".into(),
+            "data.val_size=0".into(),
+            "--set".into(),
+            "worker.actor.micro_batch_size_per_device_for_update=2".into(),
+        ]);
+        a
+    };
+    let (ok, _, err) = run(&args("straight"));
+    assert!(ok, "straight run: {err}");
+
+    let spawn = |process: &str, hostfile: &std::path::Path, extra: &[&str]| {
+        let mut a = args("cluster");
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend([
+            "--processes".into(),
+            "2".into(),
+            "--process".into(),
+            process.into(),
+            "--hostfile".into(),
+            hostfile.to_string_lossy().into_owned(),
+        ]);
+        std::process::Command::new(exe)
+            .args(&a)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn process")
+    };
+    let hosts = |name: &str| {
+        let h = dir.join(name);
+        std::fs::write(
+            &h,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        )
+        .expect("write hostfile");
+        h
+    };
+    let first = hosts("hosts-first");
+    let mut p1 = spawn("1", &first, &[]);
+    let p0 = spawn("0", &first, &[]);
+    let latest = dir.join("cluster/checkpoints/latest");
+    let t = std::time::Instant::now();
+    while !latest.exists() && t.elapsed() < std::time::Duration::from_secs(300) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(latest.exists(), "no checkpoint within 300 s");
+    p1.kill().expect("SIGKILL process 1");
+    let _ = p1.wait();
+    let killed = std::time::Instant::now();
+    let out0 = p0.wait_with_output().expect("process 0");
+    let waited = killed.elapsed();
+    let err0 = String::from_utf8_lossy(&out0.stderr);
+    assert!(!out0.status.success(), "process 0 finished the run: {err0}");
+    assert!(
+        waited < std::time::Duration::from_secs(30),
+        "process 0 took {waited:?} to stop"
+    );
+    assert!(
+        err0.contains("another process of the run exited"),
+        "process 0's error: {err0}"
+    );
+
+    let second = hosts("hosts-second");
+    let p1 = spawn("1", &second, &["--resume", "auto"]);
+    let p0 = spawn("0", &second, &["--resume", "auto"]);
+    let out0 = p0.wait_with_output().expect("process 0");
+    let out1 = p1.wait_with_output().expect("process 1");
+    assert!(
+        out0.status.success(),
+        "resumed process 0: {}",
+        String::from_utf8_lossy(&out0.stderr)
+    );
+    assert!(
+        out1.status.success(),
+        "resumed process 1: {}",
+        String::from_utf8_lossy(&out1.stderr)
+    );
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(dir.join(format!("straight/checkpoints/step_8/{file}")))
+            .expect("straight checkpoint");
+        let b = std::fs::read(dir.join(format!("cluster/checkpoints/step_8/{file}")))
+            .expect("resumed checkpoint");
+        assert!(a == b, "the resumed cluster run's {file} differs");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,8 +7,9 @@
 //! worker (data parallelism) they are broadcast: each replica computes its share of every
 //! mini-batch's micro-batches and the replicas swap gradients through
 //! [`crate::exchange_gradients`] before each AdamW step, so every replica applies the same
-//! steps, bit for bit as one replica would ([`crate::allreduce`]). Replica 0 publishes versions
-//! and runs the `after_step` hook; the others only keep their weights in step. At the end of step `t` the rows are put in canonical order (seed, context, variant, sample), the PPO update
+//! steps, bit for bit as one replica would ([`crate::allreduce`]). Replica 0 runs the
+//! `after_step` hook; the first replica of each process publishes versions to its store; the
+//! others only keep their weights in step. At the end of step `t` the rows are put in canonical order (seed, context, variant, sample), the PPO update
 //! runs (`ppo_epochs` passes of mini-batches of micro-batches, one AdamW step per mini-batch; see
 //! [`ppo_update_prepared`]), and version `t + 1` is published to the [`PolicyStore`] **before**
 //! the step completes in the graph, so that its token on the feedback edge names weights that
@@ -77,6 +78,7 @@ pub struct PolicyUpdater<P, S, R> {
     side: Vec<S>,
     busy: f64,
     rank: ReplicaRank,
+    publishes: bool,
     exchange: Option<DataflowExchange>,
 }
 
@@ -143,15 +145,23 @@ impl<P, S, R> PolicyUpdater<P, S, R> {
             side: Vec::new(),
             busy: 0.0,
             rank: ReplicaRank::SINGLE,
+            publishes: true,
             exchange: None,
         }
     }
 
     /// The same stage as replica `rank` of a data-parallel update (see the module
     /// documentation): `model` and `optimizer` must equal replica 0's bit for bit. Only replica
-    /// 0 publishes versions to its store and calls `after_step`.
+    /// 0 calls `after_step`; which replicas publish versions is [`PolicyUpdater::publishing`].
     pub fn with_rank(mut self, rank: ReplicaRank) -> Self {
         self.rank = rank;
+        self
+    }
+
+    /// Whether this replica publishes its versions to its store (default: yes). In a run of
+    /// several processes each process's first replica publishes to that process's store.
+    pub fn publishing(mut self, publishes: bool) -> Self {
+        self.publishes = publishes;
         self
     }
 
@@ -241,21 +251,22 @@ impl<P, S, R> StageHandler<(), UpdateIn<P, S>, R> for PolicyUpdater<P, S, R> {
             e.end_step(step);
         }
         self.model.set_version(step + 1);
+        if self.publishes {
+            let snapshot = self
+                .model
+                .snapshot()
+                .map_err(|e| format!("step {step}: snapshotting the policy: {e}"))?;
+            self.store.publish(snapshot);
+            self.store
+                .retain_from((step + 1).saturating_sub(self.max_staleness));
+        }
+        let seconds = t0.elapsed().as_secs_f64();
         if self.rank.index != 0 {
-            // A replica keeps its weights in step; replica 0 publishes and reports.
-            self.busy += t0.elapsed().as_secs_f64();
+            // A replica keeps its weights in step; replica 0 reports.
+            self.busy += seconds;
             self.side.clear();
-            out.emit(step, Vec::new());
             return Ok(());
         }
-        let snapshot = self
-            .model
-            .snapshot()
-            .map_err(|e| format!("step {step}: snapshotting the policy: {e}"))?;
-        self.store.publish(snapshot);
-        self.store
-            .retain_from((step + 1).saturating_sub(self.max_staleness));
-        let seconds = t0.elapsed().as_secs_f64();
         self.busy += seconds;
         let records = (self.after_step)(UpdateContext {
             step,

@@ -18,6 +18,7 @@ use shareflow_graphs::train::{
 use shareflow_operators::policy::{LoadOptions, Optimizer, Policy, compute_dtype, device_name};
 
 use super::plot::{Plot, Series, save_png};
+use shareflow_runtime::ClusterConfig;
 use shareflow_runtime::stage::Span;
 
 /// The result of a run, for the final summary.
@@ -222,16 +223,146 @@ fn resume_dir(resume: Option<&str>, run_dir: &Path) -> anyhow::Result<Option<Pat
     }
 }
 
+/// The processes of a run (`--processes`, `--process`, `--hostfile`).
+#[derive(Debug, Clone)]
+pub struct Processes {
+    pub count: usize,
+    pub index: usize,
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for Processes {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            index: 0,
+            hostfile: None,
+        }
+    }
+}
+
+/// Loads the policy on `trainer.device` in `trainer.dtype` (trainable or not), with the run's
+/// image backend; and where it went, for the summary.
+fn open_policy(
+    settings: &Settings,
+    mdir: &Path,
+    trainable: bool,
+) -> anyhow::Result<(Policy, Value)> {
+    let device = settings
+        .device
+        .open()
+        .map_err(|e| anyhow::anyhow!("`trainer.device`: {e}"))?;
+    let dtype = compute_dtype(&settings.dtype, &device)
+        .map_err(|e| anyhow::anyhow!("`trainer.dtype`: {e}"))?;
+    let placement =
+        json!({"device": device_name(&device), "dtype": format!("{dtype:?}").to_lowercase()});
+    tracing::info!("policy on {placement}");
+    let opts = LoadOptions {
+        trainable,
+        freeze_vision: settings.freeze_vision,
+        compute_dtype: dtype,
+    };
+    let mut policy = Policy::load(mdir, &device, opts)
+        .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
+    policy.processor.set_image_backend(settings.image_backend);
+    Ok((policy, placement))
+}
+
+/// A process other than 0 of a multi-process run: loads the policy (the embedded one into a
+/// directory of its own, not the run directory) and, with `--resume`, the checkpoint process 0
+/// resumes from (read only: on another machine the run directory must be copied there first),
+/// then trains its replicas in step with process 0's. It writes nothing to the run directory:
+/// process 0 owns checkpoints, metrics and progress.
+fn follow(
+    config: &Config,
+    settings: &Settings,
+    graph: GraphKind,
+    resume: Option<&str>,
+) -> anyhow::Result<RunSummary> {
+    let run_dir = Path::new(&settings.output_dir).join(&settings.experiment_name);
+    let from = match resume {
+        None => None,
+        Some(_) => resume_dir(resume, &run_dir)?,
+    };
+    let mdir = if settings.model_path == "embedded" {
+        let dir = std::env::temp_dir().join(format!(
+            "shareflow-embedded-process-{}-{}",
+            settings.process,
+            std::process::id()
+        ));
+        crate::embedded::unpack(&dir)?;
+        dir
+    } else {
+        PathBuf::from(&settings.model_path)
+    };
+    let (mut policy, placement) = open_policy(settings, &mdir, true)?;
+    let mut optimizer = Optimizer::new(policy.model.trainable_vars(), settings.optim)?;
+    let stop_at_step = config
+        .usize("trainer.stop_at_step")
+        .map_err(anyhow::Error::msg)? as u64;
+    let resume = match &from {
+        Some(dir) => Some(
+            checkpoint::restore(dir, config, graph, &mut policy, &mut optimizer)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let start = Start {
+        resume,
+        stop_at_step,
+    };
+    let outcome = run_dataflow(settings, policy, optimizer, start, |_| {}, |_| Ok(()));
+    if settings.model_path == "embedded" {
+        let _ = std::fs::remove_dir_all(&mdir);
+    }
+    let outcome = outcome.map_err(anyhow::Error::msg)?;
+    Ok(RunSummary {
+        run_dir,
+        summary: json!({
+            "process": settings.process,
+            "processes": settings.processes,
+            "policy": placement,
+            "update_busy_seconds": outcome.update_busy,
+            "wall_seconds": outcome.wall,
+        }),
+    })
+}
+
 /// Runs `shareflow train`. `resume`: `auto` or a checkpoint directory (see `resume_dir`).
+/// With several processes, process 0 does everything a single process does; the others
+/// ([`follow`]) train their replicas and write nothing.
 pub fn train(
     config_file: Option<&Path>,
     sets: &[String],
     graph: GraphKind,
     quiet: bool,
     resume: Option<&str>,
+    processes: &Processes,
 ) -> anyhow::Result<RunSummary> {
     let config = Config::resolve(config_file, sets).map_err(anyhow::Error::msg)?;
-    let settings = Settings::from_config(&config, graph).map_err(anyhow::Error::msg)?;
+    let mut settings = Settings::from_config(&config, graph).map_err(anyhow::Error::msg)?;
+    settings.processes = processes.count;
+    settings.process = processes.index;
+    settings.hostfile = processes.hostfile.clone();
+    // Checks the process flags and reads the hostfile before anything is written.
+    ClusterConfig {
+        workers: settings.workers,
+        processes: settings.processes,
+        process: settings.process,
+        hostfile: settings.hostfile.clone(),
+    }
+    .timely_config()
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if settings.processes > 1
+        && config
+            .bool("trainer.val_only")
+            .map_err(anyhow::Error::msg)?
+    {
+        anyhow::bail!("trainer.val_only runs in one process: drop --processes");
+    }
+    if settings.process > 0 {
+        return follow(&config, &settings, graph, resume);
+    }
     for (name, src) in [("train", &settings.train_data), ("val", &settings.val_data)] {
         if !src.skipped().is_empty() {
             tracing::warn!(
@@ -253,23 +384,7 @@ pub fn train(
     let val_only = config
         .bool("trainer.val_only")
         .map_err(anyhow::Error::msg)?;
-    let device = settings
-        .device
-        .open()
-        .map_err(|e| anyhow::anyhow!("`trainer.device`: {e}"))?;
-    let dtype = compute_dtype(&settings.dtype, &device)
-        .map_err(|e| anyhow::anyhow!("`trainer.dtype`: {e}"))?;
-    let placement =
-        json!({"device": device_name(&device), "dtype": format!("{dtype:?}").to_lowercase()});
-    tracing::info!("policy on {placement}");
-    let opts = LoadOptions {
-        trainable: !val_only,
-        freeze_vision: settings.freeze_vision,
-        compute_dtype: dtype,
-    };
-    let mut policy = Policy::load(&mdir, &device, opts)
-        .map_err(|e| anyhow::anyhow!("loading the policy from {}: {e}", mdir.display()))?;
-    policy.processor.set_image_backend(settings.image_backend);
+    let (mut policy, placement) = open_policy(&settings, &mdir, !val_only)?;
     if val_only {
         return validate_only(&settings, graph, &policy, &mdir, run_dir, resume.is_some());
     }

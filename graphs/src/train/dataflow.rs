@@ -504,11 +504,14 @@ impl<'scope> GraphBuilder<'scope> {
         let Some(versions) = self.version_loop.take() else {
             return Err("GraphBuilder::update may be called once per graph".into());
         };
-        let replicas = self.settings.workers.max(1);
+        let scope = self.seeds.scope();
+        let replicas = scope.peers();
         let rank = ReplicaRank {
-            index: self.seeds.scope().index(),
+            index: scope.index(),
             replicas,
         };
+        // The first worker of each process publishes versions to that process's store.
+        let publishes = rank.index.is_multiple_of(self.settings.workers.max(1));
         let updater = match (self.parts.take(), self.replica.take()) {
             (Some(p), _) => Some(self.stock_updater(p)),
             (None, Some((model, optimizer))) => Some(PolicyUpdater::new(
@@ -520,7 +523,7 @@ impl<'scope> GraphBuilder<'scope> {
             )),
             (None, None) => None,
         }
-        .map(|u| u.with_rank(rank));
+        .map(|u| u.with_rank(rank).publishing(publishes));
         let (records, thread) =
             rows.policy_update(reports, self.seeds.clone(), updater, replicas, &self.ctx)?;
         push(&self.joins, thread, |j| &mut j.update);
@@ -699,7 +702,7 @@ pub fn run_graph(
         }
         None => {
             model.set_version(0);
-            let val_before = if s.val_before_train {
+            let val_before = if s.val_before_train && s.process == 0 {
                 evaluate(s, &model, &processor).map_err(err)?
             } else {
                 None
@@ -708,9 +711,11 @@ pub fn run_graph(
         }
     };
     store.publish(model.snapshot().map_err(err)?);
-    // Data parallelism: every other worker trains a replica of its own, equal bit for bit.
+    // Data parallelism: every other worker trains a replica of its own, equal bit for bit
+    // (worker 0, on process 0, trains `model` itself).
+    let leader = s.process == 0;
     let mut replicas = Vec::new();
-    for _ in 1..s.workers.max(1) {
+    for _ in usize::from(leader)..s.workers.max(1) {
         let m = model.replica().map_err(err)?;
         let o = optimizer.replica_for(m.trainable_vars()).map_err(err)?;
         replicas.push(Some((m, o)));
@@ -743,16 +748,30 @@ pub fn run_graph(
         ctx.clone(),
         Arc::clone(&val_after),
     );
-    ClusterConfig::threads(s.workers)
-        .execute(move |worker| {
+    let cluster = ClusterConfig {
+        workers: s.workers,
+        processes: s.processes,
+        process: s.process,
+        hostfile: s.hostfile.clone(),
+    };
+    let process_first = s.process * s.workers;
+    let processes = s.processes;
+    let cluster_failure = failure.clone();
+    // timely's TCP threads panic when a peer process dies (its socket closes); the run then
+    // stops with an error that says so, within seconds, instead of a panic.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        cluster.execute(move |worker| {
             let index = worker.index();
             let (parts, replica) = if index == 0 {
                 (parts.lock().ok().and_then(|mut p| p.take()), None)
             } else {
+                // This process's replicas, by local worker index (worker 0 has none).
+                let local = index - process_first;
+                let slot = if leader { local - 1 } else { local };
                 let r = replicas
                     .lock()
                     .ok()
-                    .and_then(|mut r| r.get_mut(index - 1).and_then(Option::take));
+                    .and_then(|mut r| r.get_mut(slot).and_then(Option::take));
                 (None, r)
             };
             let mut input = InputHandle::<Step, _>::new();
@@ -830,7 +849,30 @@ pub fn run_graph(
                 }
             });
         })
-        .map_err(|e| e.to_string())?;
+    }));
+    match ran {
+        Ok(r) => {
+            r.map_err(|e| e.to_string())?;
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the communication threads stopped".into());
+            let e = if processes > 1 {
+                format!(
+                    "the cluster stopped ({what}): another process of the run exited or its \
+                     connection dropped; restart every process with --resume auto to continue \
+                     from the last checkpoint"
+                )
+            } else {
+                format!("the dataflow stopped: {what}")
+            };
+            cluster_failure.set(e.clone());
+            return Err(e);
+        }
+    }
     let joins = std::mem::take(&mut *joins.lock().map_err(|_| "a stage thread panicked")?);
     let mut errors = Vec::new();
     let mut rollout_busy = 0.0;
@@ -855,21 +897,26 @@ pub fn run_graph(
     let mut trained = None;
     for t in joins.update {
         match t.join() {
-            // Replica 0's model and optimizer (the others equal them bit for bit).
-            Ok(h) if h.rank().index == 0 => trained = Some(h.into_parts()),
-            Ok(_) => {}
+            // This process's first replica (replica 0 on process 0); all are equal bit for bit.
+            Ok(h) => {
+                let index = h.rank().index;
+                if trained.as_ref().is_none_or(|(i, _)| index < *i) {
+                    trained = Some((index, h.into_parts()));
+                }
+            }
             Err(e) => errors.push(e),
         }
     }
     if let Some(e) = failure.get().or_else(|| errors.into_iter().next()) {
         return Err(e);
     }
-    let Some((model, optimizer, update_busy)) = trained else {
+    let Some((_, (model, optimizer, update_busy))) = trained else {
         return Err("the training graph has no update stage".into());
     };
     let mut records = records.lock().map(|v| v.clone()).unwrap_or_default();
     records.sort_by_key(|r| r.step);
-    if records.len() as u64 != end {
+    // Only process 0 (worker 0's replica) reports steps.
+    if leader && records.len() as u64 != end {
         return Err(format!("only {} of {end} steps completed", records.len()));
     }
     let val_after = val_after.lock().ok().and_then(|v| *v);

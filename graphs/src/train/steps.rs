@@ -122,6 +122,12 @@ pub struct Settings {
     pub model_path: String,
     pub freeze_vision: bool,
     pub workers: usize,
+    /// Processes of a multi-process run (`shareflow train --processes`; 1 otherwise), this
+    /// process's index and the hostfile (one `host:port` per process). Not config keys: each
+    /// process of a run gets its own on the command line.
+    pub processes: usize,
+    pub process: usize,
+    pub hostfile: Option<std::path::PathBuf>,
     pub sft_lr: f64,
     /// `sft.augment`: SFT asks a random variant of each question (see [`sft_variant`]).
     pub sft_augment: bool,
@@ -363,6 +369,9 @@ impl Settings {
             model_path: c.str("worker.actor.model.model_path")?,
             freeze_vision: c.bool("worker.actor.freeze_vision_tower")?,
             workers: c.positive("trainer.workers")?,
+            processes: 1,
+            process: 0,
+            hostfile: None,
             sft_lr: c.float("sft.lr")?,
             sft_augment: c.bool("sft.augment")?,
             output_dir: c.str("trainer.output_dir")?,
