@@ -7,7 +7,8 @@
 # phase's wall seconds per step (first rollout span's start to the last one's end, from
 # trace.json), sampled responses per second of it, the update's wall seconds per step
 # (timing/update_s: loss, backward, gradient exchange, AdamW, snapshot), the whole step's wall,
-# the process's peak RSS, and the ratios; the final weights must be byte-identical.
+# the process's peak RSS, and the ratios; then the same for 2 processes of 1 worker each over
+# TCP on 127.0.0.1 (peak RSS of both added). The final weights must be byte-identical.
 #
 #     scripts/workers_bench.sh [STEPS] [OUT_DIR]
 set -euo pipefail
@@ -18,19 +19,30 @@ BIN=${CARGO_TARGET_DIR:-target}/release/shareflow
 cargo build --release --quiet
 rm -rf "$OUT"
 mkdir -p "$OUT"
+common=(train --quiet --set trainer.output_dir="$OUT" --set trainer.total_steps="$STEPS"
+  --set data.val_size=0 --set trainer.val_freq=0 --set trainer.val_before_train=false)
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 for w in 1 2; do
-  RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1} /usr/bin/time -f "%M" -o "$OUT/workers-$w.maxrss" "$BIN" train --quiet --set trainer.output_dir="$OUT" \
-    --set trainer.experiment_name="workers-$w" --set trainer.workers="$w" \
-    --set trainer.total_steps="$STEPS" --set data.val_size=0 --set trainer.val_freq=0 \
-    --set trainer.val_before_train=false > "$OUT/workers-$w.log" 2>&1
+  /usr/bin/time -f "%M" -o "$OUT/workers-$w.maxrss" "$BIN" "${common[@]}" \
+    --set trainer.experiment_name="workers-$w" --set trainer.workers="$w" > "$OUT/workers-$w.log" 2>&1
 done
+# Two processes of one worker each, over TCP on 127.0.0.1 (process 1 writes no run directory).
+port=$(( 20000 + RANDOM % 20000 ))
+printf '127.0.0.1:%d\n127.0.0.1:%d\n' "$port" "$((port + 1))" > "$OUT/hosts"
+/usr/bin/time -f "%M" -o "$OUT/processes-2.p1.maxrss" "$BIN" "${common[@]}" \
+  --set trainer.experiment_name=processes-2 --processes 2 --process 1 --hostfile "$OUT/hosts" \
+  > "$OUT/processes-2.p1.log" 2>&1 &
+/usr/bin/time -f "%M" -o "$OUT/processes-2.maxrss" "$BIN" "${common[@]}" \
+  --set trainer.experiment_name=processes-2 --processes 2 --process 0 --hostfile "$OUT/hosts" \
+  > "$OUT/processes-2.log" 2>&1
+wait
 python3 - "$OUT" <<'PY'
 import json, os, sys
 from collections import defaultdict
 root = sys.argv[1]
 res = {}
-for w in (1, 2):
-    d = os.path.join(root, f"workers-{w}")
+for run in ("workers-1", "workers-2", "processes-2"):
+    d = os.path.join(root, run)
     ev = [e for e in json.load(open(os.path.join(d, "trace.json")))["traceEvents"] if e.get("ph") == "X"]
     spans = defaultdict(list)
     for e in ev:
@@ -41,13 +53,17 @@ for w in (1, 2):
     responses = sum(x["rollout/responses"] for x in m)
     s = json.load(open(os.path.join(d, "summary.json")))
     update = sum(x["timing/update_s"] for x in m) / len(m)
-    rss = int(open(os.path.join(root, f"workers-{w}.maxrss")).read().split()[-1]) / 1024
-    res[w] = (sum(phase) / len(phase), responses / sum(phase), s["wall_seconds"] / len(m), update, rss)
-    print(f"workers {w}: rollout phase {res[w][0]:.2f} s/step, {res[w][1]:.1f} responses/s; "
-          f"update {update:.2f} s/step; wall {res[w][2]:.2f} s/step; peak RSS {rss:.0f} MiB")
-print(f"2 workers / 1: rollout throughput x{res[2][1] / res[1][1]:.2f}, update x{res[1][3] / res[2][3]:.2f} faster, "
-      f"step wall x{res[1][2] / res[2][2]:.2f} faster; the second replica adds {res[2][4] - res[1][4]:.0f} MiB of peak RSS")
-a = open(os.path.join(root, "workers-1", "checkpoints", f"step_{len(m)}", "model.safetensors"), "rb").read()
-b = open(os.path.join(root, "workers-2", "checkpoints", f"step_{len(m)}", "model.safetensors"), "rb").read()
-print("final weights byte-identical:", a == b)
+    rss = sum(int(open(os.path.join(root, f)).read().split()[-1]) / 1024
+              for f in os.listdir(root) if f.startswith(run + ".") and f.endswith("maxrss"))
+    res[run] = (sum(phase) / len(phase), responses / sum(phase), s["wall_seconds"] / len(m), update, rss)
+    print(f"{run}: rollout phase {res[run][0]:.2f} s/step, {res[run][1]:.1f} responses/s; "
+          f"update {update:.2f} s/step; wall {res[run][2]:.2f} s/step; peak RSS {rss:.0f} MiB"
+          + (" (both processes)" if run == "processes-2" else ""))
+one = res["workers-1"]
+for run in ("workers-2", "processes-2"):
+    r = res[run]
+    print(f"{run} / workers-1: rollout throughput x{r[1] / one[1]:.2f}, update x{one[3] / r[3]:.2f} "
+          f"faster, step wall x{one[2] / r[2]:.2f} faster, peak RSS +{r[4] - one[4]:.0f} MiB")
+ckpt = lambda run: open(os.path.join(root, run, "checkpoints", f"step_{len(m)}", "model.safetensors"), "rb").read()
+print("final weights byte-identical:", ckpt("workers-1") == ckpt("workers-2") == ckpt("processes-2"))
 PY
