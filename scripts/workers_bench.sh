@@ -7,8 +7,9 @@
 # phase's wall seconds per step (first rollout span's start to the last one's end, from
 # trace.json), sampled responses per second of it, the update's wall seconds per step
 # (timing/update_s: loss, backward, gradient exchange, AdamW, snapshot), the whole step's wall,
-# the process's peak RSS, and the ratios; then the same for 2 processes of 1 worker each over
-# TCP on 127.0.0.1 (peak RSS of both added). The final weights must be byte-identical.
+# the process's peak RSS, and the ratios; then the same for 2 workers in split placement (worker
+# 0 updates, worker 1 samples) and for 2 processes of 1 worker each over TCP on 127.0.0.1 (peak
+# RSS of both added). The final weights must be byte-identical.
 #
 #     scripts/workers_bench.sh [STEPS] [OUT_DIR]
 set -euo pipefail
@@ -26,6 +27,10 @@ for w in 1 2; do
   /usr/bin/time -f "%M" -o "$OUT/workers-$w.maxrss" "$BIN" "${common[@]}" \
     --set trainer.experiment_name="workers-$w" --set trainer.workers="$w" > "$OUT/workers-$w.log" 2>&1
 done
+# Split placement: worker 0 only updates, worker 1 samples and scores every seed.
+/usr/bin/time -f "%M" -o "$OUT/split-2.maxrss" "$BIN" "${common[@]}" \
+  --set trainer.experiment_name=split-2 --set trainer.workers=2 --set trainer.placement=split \
+  > "$OUT/split-2.log" 2>&1
 # Two processes of one worker each, over TCP on 127.0.0.1 (process 1 writes no run directory).
 port=$(( 20000 + RANDOM % 20000 ))
 printf '127.0.0.1:%d\n127.0.0.1:%d\n' "$port" "$((port + 1))" > "$OUT/hosts"
@@ -41,7 +46,7 @@ import json, os, sys
 from collections import defaultdict
 root = sys.argv[1]
 res = {}
-for run in ("workers-1", "workers-2", "processes-2"):
+for run in ("workers-1", "workers-2", "split-2", "processes-2"):
     d = os.path.join(root, run)
     ev = [e for e in json.load(open(os.path.join(d, "trace.json")))["traceEvents"] if e.get("ph") == "X"]
     spans = defaultdict(list)
@@ -60,10 +65,10 @@ for run in ("workers-1", "workers-2", "processes-2"):
           f"update {update:.2f} s/step; wall {res[run][2]:.2f} s/step; peak RSS {rss:.0f} MiB"
           + (" (both processes)" if run == "processes-2" else ""))
 one = res["workers-1"]
-for run in ("workers-2", "processes-2"):
+for run in ("workers-2", "split-2", "processes-2"):
     r = res[run]
     print(f"{run} / workers-1: rollout throughput x{r[1] / one[1]:.2f}, update x{one[3] / r[3]:.2f} "
           f"faster, step wall x{one[2] / r[2]:.2f} faster, peak RSS +{r[4] - one[4]:.0f} MiB")
 ckpt = lambda run: open(os.path.join(root, run, "checkpoints", f"step_{len(m)}", "model.safetensors"), "rb").read()
-print("final weights byte-identical:", ckpt("workers-1") == ckpt("workers-2") == ckpt("processes-2"))
+print("final weights byte-identical:", ckpt("workers-1") == ckpt("workers-2") == ckpt("split-2") == ckpt("processes-2"))
 PY

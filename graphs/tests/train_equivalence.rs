@@ -108,6 +108,14 @@ fn staleness_zero_dataflow_equals_the_sequential_loop_on_1_and_2_workers() -> Te
         );
         let (two, _) = dataflow(&s2)?;
         assert_eq!(max_diff(&two, &seq)?, 0.0, "{graph:?}: 2 workers differ");
+        // Split placement: worker 1 samples and scores every seed, worker 0 only updates.
+        let split = settings(graph, &["trainer.workers=2", "trainer.placement=split"])?;
+        let (three, _) = dataflow(&split)?;
+        assert_eq!(
+            max_diff(&three, &seq)?,
+            0.0,
+            "{graph:?}: split placement differs"
+        );
 
         assert_eq!(records.len(), 2);
         for (r, q) in records.iter().zip(&seq_records) {
@@ -230,6 +238,19 @@ fn kl_loss_to_the_initial_policy_is_zero_at_first_then_changes_training() -> Tes
         max_diff(&flow, &without)? > 0.0,
         "the KL loss must change the update"
     );
+    Ok(())
+}
+
+/// `trainer.placement=split` needs a worker for the update and one for the seeds.
+#[test]
+fn split_placement_needs_two_workers() -> TestResult {
+    let s = settings(GraphKind::ShareGrpo, &["trainer.placement=split"])?;
+    let err = dataflow(&s)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("needs 2 workers"), "{err}");
+    assert!(settings(GraphKind::ShareGrpo, &["trainer.placement=apart"]).is_err());
     Ok(())
 }
 

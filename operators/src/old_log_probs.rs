@@ -21,7 +21,7 @@ use timely::dataflow::operators::{Concat, Exchange};
 use shareflow_runtime::stage::{
     Failure, StageContext, StageHandler, StageOutput, StageThread, offload_groups, start_stage,
 };
-use shareflow_runtime::{Step, seed_owner};
+use shareflow_runtime::{SeedPlacement, Step};
 
 use crate::encode::PromptItem;
 use crate::policy::PolicyModel;
@@ -183,16 +183,18 @@ pub type OldLogProbStreams<'scope, P> = (
 
 /// Extension trait: old (and reference) log-probs of training rows.
 pub trait ScoreOldLogProbs<'scope, P> {
-    /// `prompts`: the step's prompts, each on its seed's owner worker. `scorer` on every worker
-    /// that owns seeds (rows are routed to their seed's owner); a worker without one must own
-    /// none. `rows_per_seed` and `variants_per_seed`, when both known, let a seed go as soon as
-    /// it is complete.
+    /// `prompts`: the step's prompts, each on its seed's owner worker (`placement`'s owner of
+    /// the seed key). `scorer` on every worker that owns seeds (rows are routed to their seed's
+    /// owner); a worker without one must own none. `rows_per_seed` and `variants_per_seed`, when
+    /// both known, let a seed go as soon as it is complete.
+    #[allow(clippy::too_many_arguments)]
     fn old_log_probs(
         self,
         prompts: Stream<'scope, Step, Vec<PromptItem>>,
         scorer: Option<OldLogProbScorer>,
         rows_per_seed: Option<usize>,
         variants_per_seed: Option<usize>,
+        placement: SeedPlacement,
         ctx: &StageContext,
     ) -> Result<OldLogProbStreams<'scope, P>, String>;
 }
@@ -207,13 +209,13 @@ where
         scorer: Option<OldLogProbScorer>,
         rows_per_seed: Option<usize>,
         variants_per_seed: Option<usize>,
+        placement: SeedPlacement,
         ctx: &StageContext,
     ) -> Result<OldLogProbStreams<'scope, P>, String> {
         let (ends, thread) = start_stage("old-log-probs", scorer, ctx)?;
         let ticks = prompts.clone().map(|_| ());
-        let workers = prompts.scope().peers();
         let items = self
-            .exchange(move |r| seed_owner(&r.seed, workers) as u64)
+            .exchange(move |r| placement.owner(&r.seed) as u64)
             .map(OldLogProbIn::Row)
             .concat(prompts.map(OldLogProbIn::Prompt));
         let whole = rows_per_seed.zip(variants_per_seed).map(|(r, v)| r + v);

@@ -68,6 +68,29 @@ pub fn seed_owner(key: &str, workers: usize) -> usize {
     slot as usize
 }
 
+/// Which workers own the seed questions: `count` workers from worker `first` on (every worker,
+/// or, with the update placed on worker 0 alone, workers 1..: the disaggregated layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedPlacement {
+    pub first: usize,
+    pub count: usize,
+}
+
+impl SeedPlacement {
+    /// Every one of `workers` workers owns seeds.
+    pub fn all(workers: usize) -> Self {
+        Self {
+            first: 0,
+            count: workers.max(1),
+        }
+    }
+
+    /// The owner of the seed with group key `key` ([`seed_owner`] among these workers).
+    pub fn owner(&self, key: &str) -> usize {
+        self.first + seed_owner(key, self.count)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +122,16 @@ mod tests {
         for c in counts {
             assert!((800..1200).contains(&c), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn split_placement_keeps_seeds_off_worker_0() {
+        let split = SeedPlacement { first: 1, count: 2 };
+        let owners: Vec<usize> = (0..6).map(|b| split.owner(&format!("{b:06}"))).collect();
+        assert_eq!(owners, vec![1, 2, 1, 2, 1, 2]);
+        assert_eq!(
+            SeedPlacement::all(3).owner("000004"),
+            seed_owner("000004", 3)
+        );
     }
 }

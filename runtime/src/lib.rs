@@ -34,7 +34,7 @@ pub use cluster::ClusterConfig;
 pub use driver::StepDriver;
 pub use error::RuntimeError;
 pub use group::{GroupByKey, GroupStatus, Grouped};
-pub use hash::{seed_owner, stable_hash};
+pub use hash::{SeedPlacement, seed_owner, stable_hash};
 pub use keep_if::KeepIf;
 pub use map_step::MapWithStep;
 pub use metrics::{Aggregation, CollectMetrics, JsonlSink, MetricRecord, MetricsSink, StepMetrics};

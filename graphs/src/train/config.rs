@@ -381,6 +381,14 @@ pub fn keys() -> Vec<KeyDef> {
              worker's bit for bit (on 2 cores, run with RAYON_NUM_THREADS=1 and 2 workers)",
         ),
         k(
+            "trainer.placement",
+            s("colocated"),
+            "colocated: every worker samples its seeds and updates a replica; split: worker 0 \
+             only updates (no replicas) and workers 1.. sample and score the old log-probs (the \
+             disaggregated layout of AReaL / PipelineRL; needs 2 workers or more). The results \
+             are the same bit for bit",
+        ),
+        k(
             "sft.steps",
             Value::Integer(300),
             "SFT graph: optimizer steps",

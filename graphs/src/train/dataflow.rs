@@ -41,7 +41,7 @@ use shareflow_operators::{
 };
 use shareflow_runtime::stage::{Failure, Span, StageContext, StageThread, Timeline};
 use shareflow_runtime::{
-    ClusterConfig, PolicyVersion, Step, StepDriver, VersionLoop, VersionPublish, seed_owner,
+    ClusterConfig, PolicyVersion, SeedPlacement, Step, StepDriver, VersionLoop, VersionPublish,
     version_loop,
 };
 
@@ -318,6 +318,11 @@ impl<'scope> GraphBuilder<'scope> {
         self.settings.m
     }
 
+    /// The workers that own seeds: all of them, or workers 1.. under `trainer.placement=split`.
+    pub fn seed_placement(&self) -> SeedPlacement {
+        placement(&self.settings, self.seeds.scope().peers())
+    }
+
     /// Prompt encoding with the checkpoint's processor, `data.max_prompt_length` and
     /// `data.truncation`.
     pub fn encode(
@@ -487,6 +492,7 @@ impl<'scope> GraphBuilder<'scope> {
             scorer,
             rows_per_seed,
             Some(self.variants_per_seed()),
+            self.seed_placement(),
             &self.ctx,
         )?;
         push(&self.joins, thread, |j| &mut j.old_log_probs);
@@ -505,7 +511,12 @@ impl<'scope> GraphBuilder<'scope> {
             return Err("GraphBuilder::update may be called once per graph".into());
         };
         let scope = self.seeds.scope();
-        let replicas = scope.peers();
+        // Split placement: worker 0 alone updates (its `parts`; no replicas elsewhere).
+        let replicas = if self.settings.split {
+            1
+        } else {
+            scope.peers()
+        };
         let rank = ReplicaRank {
             index: scope.index(),
             replicas,
@@ -658,6 +669,18 @@ impl<'scope> GraphBuilder<'scope> {
     }
 }
 
+/// The workers that own seeds among `peers` (see [`GraphBuilder::seed_placement`]).
+fn placement(s: &Settings, peers: usize) -> SeedPlacement {
+    if s.split && peers > 1 {
+        SeedPlacement {
+            first: 1,
+            count: peers - 1,
+        }
+    } else {
+        SeedPlacement::all(peers)
+    }
+}
+
 /// Runs a training graph (see [`TrainGraph`]; [`run_dataflow`] runs the stock ones) from
 /// `start`, with `on_record` and `on_save` as for [`run_dataflow`].
 pub fn run_graph(
@@ -669,6 +692,13 @@ pub fn run_graph(
     on_save: impl FnMut(&TrainState<'_>) -> Result<(), String> + Send + 'static,
     graph: impl TrainGraph,
 ) -> Result<Outcome, String> {
+    if s.split && (s.workers < 2 || s.processes > 1) {
+        return Err(format!(
+            "`trainer.placement` = split needs 2 workers or more in one process (trainer.workers \
+             is {}, --processes {}): use colocated, or --workers 2",
+            s.workers, s.processes
+        ));
+    }
     let (first, end, restored, resume) = start.plan(s.steps as u64);
     let t_start = Instant::now();
     let mut processor = policy.processor;
@@ -715,7 +745,8 @@ pub fn run_graph(
     // (worker 0, on process 0, trains `model` itself).
     let leader = s.process == 0;
     let mut replicas = Vec::new();
-    for _ in usize::from(leader)..s.workers.max(1) {
+    let local_replicas = if s.split { 0 } else { s.workers.max(1) };
+    for _ in usize::from(leader)..local_replicas {
         let m = model.replica().map_err(err)?;
         let o = optimizer.replica_for(m.trainable_vars()).map_err(err)?;
         replicas.push(Some((m, o)));
@@ -826,14 +857,14 @@ pub fn run_graph(
             let feed_failure = run_ctx.failure.clone();
             let batch = settings.batch as u64;
             let data = Arc::clone(&settings.train_data);
-            let peers = worker.peers();
+            let owners = placement(&settings, worker.peers());
             driver.run_from(worker, &mut input, &probe, first, end, |step, input| {
                 if feed_failure.is_set() {
                     return;
                 }
                 // This worker's seeds of the step.
                 let mine = step_seeds(step, batch)
-                    .filter(|s| seed_owner(&shareflow_operators::seed_key(s.b), peers) == index);
+                    .filter(|s| owners.owner(&shareflow_operators::seed_key(s.b)) == index);
                 for seed in mine {
                     match data.train_seed(seed.index) {
                         Ok(x) => input.send(SeedItem {

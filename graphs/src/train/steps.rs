@@ -125,6 +125,8 @@ pub struct Settings {
     /// Processes of a multi-process run (`shareflow train --processes`; 1 otherwise), this
     /// process's index and the hostfile (one `host:port` per process). Not config keys: each
     /// process of a run gets its own on the command line.
+    /// `trainer.placement=split`: the update on worker 0 alone, the seeds on workers 1...
+    pub split: bool,
     pub processes: usize,
     pub process: usize,
     pub hostfile: Option<std::path::PathBuf>,
@@ -194,6 +196,15 @@ impl Settings {
                 ));
             }
         }
+        let split = match c.str("trainer.placement")?.as_str() {
+            "colocated" => false,
+            "split" => true,
+            other => {
+                return Err(format!(
+                    "`trainer.placement` = {other:?}: expected colocated or split"
+                ));
+            }
+        };
         let convention = match c.str("algorithm.std")?.as_str() {
             "reference" => StdConvention::Reference,
             "paper" => StdConvention::Paper,
@@ -369,6 +380,7 @@ impl Settings {
             model_path: c.str("worker.actor.model.model_path")?,
             freeze_vision: c.bool("worker.actor.freeze_vision_tower")?,
             workers: c.positive("trainer.workers")?,
+            split,
             processes: 1,
             process: 0,
             hostfile: None,
