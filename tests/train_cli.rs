@@ -653,3 +653,42 @@ fn a_killed_process_stops_its_peer_and_the_run_resumes_exactly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run stopped on one worker resumes on two (data-parallel replicas) and ends with the
+/// straight one-worker run's checkpoint, byte for byte: the worker count may change on resume.
+#[test]
+fn a_run_resumes_on_another_worker_count() {
+    let dir = temp_dir("train-resume-workers");
+    let out = dir.to_string_lossy().into_owned();
+    let args = |name: &str, extra: &[&str]| {
+        let mut a = tiny(&out, name);
+        a.extend(
+            [
+                "--set",
+                "trainer.total_steps=4",
+                "--set",
+                "data.val_size=0",
+                "--set",
+                "worker.actor.micro_batch_size_per_device_for_update=2",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+        );
+        a
+    };
+    let (ok, _, err) = run(&args("straight", &[]));
+    assert!(ok, "straight: {err}");
+    let (ok, _, err) = run(&args("moved", &["--set", "trainer.stop_at_step=2"]));
+    assert!(ok, "first half: {err}");
+    let (ok, _, err) = run(&args("moved", &["--workers", "2", "--resume", "auto"]));
+    assert!(ok, "resumed on 2 workers: {err}");
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(dir.join(format!("straight/checkpoints/step_4/{file}")))
+            .expect("straight checkpoint");
+        let b = std::fs::read(dir.join(format!("moved/checkpoints/step_4/{file}")))
+            .expect("resumed checkpoint");
+        assert!(a == b, "{file} differs after resuming on 2 workers");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

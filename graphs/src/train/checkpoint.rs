@@ -63,6 +63,9 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     // matches a straight one to the devices' rounding, bitwise only on the same device).
     "trainer.device",
     "trainer.tensorboard",
+    // Data parallelism and placement do not change a single bit of the results.
+    "trainer.workers",
+    "trainer.placement",
 ];
 
 const OPTIM_META: &str = "shareflow.optimizer";
