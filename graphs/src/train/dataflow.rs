@@ -245,8 +245,9 @@ struct Joins {
 /// owns the seeds [`shareflow_runtime::seed_owner`] gives it: it feeds them, encodes their
 /// prompts, samples their responses and scores their old log-probs, on stage threads of its own
 /// that share the run's published policy versions. Every worker also holds a policy replica for
-/// the update (data parallelism; replica 0 publishes versions, evaluates and checkpoints), whose
-/// gradients are summed in a fixed order. A seed's results do not depend on which worker owns
+/// the update (data parallelism; replica 0 evaluates and checkpoints, each process's first
+/// replica publishes versions; none under `trainer.placement=split`, where worker 0 alone
+/// updates and owns no seeds), whose gradients are summed in a fixed order. A seed's results do not depend on which worker owns
 /// it, and the update's sum not on how many replicas computed it, so a run is bitwise the same
 /// on any number of workers.
 pub struct GraphBuilder<'scope> {
