@@ -55,7 +55,7 @@ fn check(
     };
     let opts = ScoreOptions {
         temperature: 1.0,
-        entropy: false,
+        ..ScoreOptions::default()
     };
     let alone: Vec<Vec<f32>> = (0..seqs.len())
         .map(|i| model.score(&[seq(i)], &opts)?.row(0))

@@ -169,7 +169,7 @@ fn score_rows(
 ) -> Result<crate::policy::Scores> {
     let opts = ScoreOptions {
         temperature,
-        entropy: false,
+        ..ScoreOptions::default()
     };
     with_sequences(rows, |batch| model.score(batch, &opts))
 }

@@ -278,6 +278,7 @@ fn sampler_log_probs_equal_scored_in(dtype: DType, tol: f32) -> TestResult {
         let opts = ScoreOptions {
             temperature: 0.7,
             entropy: true,
+            ..ScoreOptions::default()
         };
         let scores = model.score(&[s], &opts)?;
         let d = max_abs_diff(&scores.row(0)?, &g.log_probs);

@@ -56,6 +56,9 @@ pub struct ScoreOptions {
     pub temperature: f64,
     /// Also compute the per-token entropy.
     pub entropy: bool,
+    /// Run a prompt shared by several rows once (see [`PolicyModel::score`]); `false` runs
+    /// every row whole, as transformers does.
+    pub share_prompts: bool,
 }
 
 impl Default for ScoreOptions {
@@ -63,6 +66,7 @@ impl Default for ScoreOptions {
         Self {
             temperature: 1.0,
             entropy: false,
+            share_prompts: true,
         }
     }
 }
@@ -453,8 +457,13 @@ impl PolicyModel {
 
     /// Per-token log-probs of each sequence's response given its prompt (and images), as one
     /// right-padded batch; differentiable with respect to every trainable parameter.
+    ///
+    /// Rows that share a prompt (the same tokens and images; GRPO's n responses, Share-GRPO's
+    /// m*n) run their prompt, and its images through the vision tower, once: the prompt's keys
+    /// and values are computed for one copy and selected for each of its rows, whose responses
+    /// then attend to them ([`ScoreOptions::share_prompts`]). The result is the same function of
+    /// the weights, gradients included; only floating-point rounding differs.
     pub fn score(&self, batch: &[Sequence<'_>], opts: &ScoreOptions) -> Result<Scores> {
-        let device = self.device().clone();
         if batch.is_empty() {
             return Err(PolicyError::Input("score: empty batch".into()));
         }
@@ -464,11 +473,6 @@ impl PolicyModel {
                 opts.temperature
             )));
         }
-        let l = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut valid = Vec::with_capacity(batch.len());
-        let mut positions = Vec::with_capacity(batch.len());
-        let mut lengths = Vec::with_capacity(batch.len());
         for (r, s) in batch.iter().enumerate() {
             if s.prompt_len == 0 || s.prompt_len >= s.ids.len() {
                 return Err(PolicyError::Input(format!(
@@ -477,6 +481,18 @@ impl PolicyModel {
                     s.ids.len()
                 )));
             }
+        }
+        if opts.share_prompts
+            && let Some(groups) = PromptGroups::of(batch, &self.visual_tokens())
+        {
+            return self.score_shared(batch, opts, &groups);
+        }
+        let l = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut valid = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
+        let mut lengths = Vec::with_capacity(batch.len());
+        for s in batch {
             let (mut pos, _) =
                 visual_rope_index(s.ids, s.prompt_len, s.images, &self.visual_tokens())?;
             pos.resize(l, [0; 3]);
@@ -497,7 +513,107 @@ impl PolicyModel {
         let h = self
             .text
             .forward(&x, &rope, Some(&mask), None, deepstack.as_ref())?;
-        let b = batch.len();
+        // The hidden state before each response token predicts it.
+        let starts: Vec<usize> = batch.iter().map(|s| s.prompt_len - 1).collect();
+        self.response_scores(batch, &h, &starts, lengths, opts)
+    }
+
+    /// [`Self::score`] over prompt groups: a pass over each group's prompt but its last token
+    /// (right-padded, with the vision tower), then a pass over every row's last prompt token and
+    /// response tokens, with the group's cached keys and values selected per row in front.
+    fn score_shared(
+        &self,
+        batch: &[Sequence<'_>],
+        opts: &ScoreOptions,
+        groups: &PromptGroups,
+    ) -> Result<Scores> {
+        let device = self.device().clone();
+        let tokens = self.visual_tokens();
+        let mut full_pos = Vec::with_capacity(batch.len());
+        for s in batch {
+            full_pos.push(visual_rope_index(s.ids, s.prompt_len, s.images, &tokens)?.0);
+        }
+        // Pass 1: the shared prefixes.
+        let lp = groups
+            .first
+            .iter()
+            .map(|&f| batch[f].prompt_len - 1)
+            .max()
+            .unwrap_or(0);
+        let mut rows = Vec::with_capacity(groups.first.len());
+        let mut positions = Vec::with_capacity(groups.first.len());
+        let mut prefix_valid = Vec::with_capacity(groups.first.len());
+        let mut ends = Vec::with_capacity(groups.first.len());
+        let mut images = Vec::with_capacity(groups.first.len());
+        for &f in &groups.first {
+            let s = &batch[f];
+            let n = s.prompt_len - 1;
+            let mut row = s.ids[..n].to_vec();
+            row.resize(lp, 0);
+            rows.push(row);
+            let mut pos = full_pos[f][..n].to_vec();
+            pos.resize(lp, [0; 3]);
+            positions.push(pos);
+            let mut v = vec![true; n];
+            v.resize(lp, false);
+            prefix_valid.push(v);
+            ends.push(n);
+            images.push(s.images);
+        }
+        let (x, deepstack) = self.embed_rows(&rows, &images, &ends)?;
+        let rope = self.text.rope_tables(&positions)?;
+        let mask = causal_mask(&prefix_valid, lp);
+        let mut prefix = KvCache::default();
+        self.text.forward(
+            &x,
+            &rope,
+            Some(&mask),
+            Some(&mut prefix),
+            deepstack.as_ref(),
+        )?;
+        // Pass 2: each row's last prompt token and its response but the last token, after its
+        // group's cached prefix.
+        let lengths: Vec<usize> = batch.iter().map(|s| s.ids.len() - s.prompt_len).collect();
+        let t = lengths.iter().copied().max().unwrap_or(0);
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
+        let mut valid = Vec::with_capacity(batch.len());
+        for (r, s) in batch.iter().enumerate() {
+            let (a, n) = (s.prompt_len - 1, lengths[r]);
+            let mut row = s.ids[a..a + n].to_vec();
+            row.resize(t, 0);
+            rows.push(row);
+            let mut pos = full_pos[r][a..a + n].to_vec();
+            pos.resize(t, [0; 3]);
+            positions.push(pos);
+            let mut v = prefix_valid[groups.group[r]].clone();
+            v.extend(std::iter::repeat_n(true, n));
+            v.resize(lp + t, false);
+            valid.push(v);
+        }
+        let (x, _) = self.embed_rows(&rows, &vec![&[][..]; batch.len()], &vec![0; batch.len()])?;
+        let select: Vec<u32> = groups.group.iter().map(|&g| g as u32).collect();
+        let mut cache = prefix.select_rows(&Tensor::from_vec(select, batch.len(), &device)?)?;
+        let rope = self.text.rope_tables(&positions)?;
+        let mask = causal_mask(&valid, t);
+        let h = self
+            .text
+            .forward(&x, &rope, Some(&mask), Some(&mut cache), None)?;
+        self.response_scores(batch, &h, &vec![0; batch.len()], lengths, opts)
+    }
+
+    /// Log-probs (and entropy) of the response tokens from hidden states `h` (batch, len,
+    /// hidden): row r's token i is predicted by position `starts[r] + i`.
+    fn response_scores(
+        &self,
+        batch: &[Sequence<'_>],
+        h: &Tensor,
+        starts: &[usize],
+        lengths: Vec<usize>,
+        opts: &ScoreOptions,
+    ) -> Result<Scores> {
+        let device = self.device().clone();
+        let (b, l, hidden) = h.dims3()?;
         let t = lengths.iter().copied().max().unwrap_or(0);
         let mut gather = Vec::with_capacity(b * t);
         let mut targets = Vec::with_capacity(b * t);
@@ -505,7 +621,7 @@ impl PolicyModel {
         for (r, s) in batch.iter().enumerate() {
             for i in 0..t {
                 if i < lengths[r] {
-                    gather.push((r * l + s.prompt_len - 1 + i) as u32);
+                    gather.push((r * l + starts[r] + i) as u32);
                     targets.push(s.ids[s.prompt_len + i]);
                     mask_v.push(1.0f32);
                 } else {
@@ -515,7 +631,6 @@ impl PolicyModel {
                 }
             }
         }
-        let hidden = self.config.text.hidden_size;
         let hs = h
             .reshape((b * l, hidden))?
             .index_select(&Tensor::from_vec(gather, b * t, &device)?, 0)?;
@@ -586,15 +701,28 @@ impl PolicyModel {
             valid.push(v);
             next_pos.push(next);
         }
-        let images: Vec<&[PixelValues]> = prompts.iter().map(|(_, i)| *i).collect();
-        let (x, deepstack) = self.embed_rows(&rows, &images, &vec![lp; b])?;
-        let rope = self.text.rope_tables(&positions)?;
-        let mask = causal_mask(&valid, lp);
+        // The prompt pass runs each distinct prompt once (n samples of a prompt share its keys
+        // and values, selected per row afterwards).
+        let (group, first) = group_by(b, |i, j| {
+            prompts[i].0 == prompts[j].0
+                && (std::ptr::eq(prompts[i].1, prompts[j].1) || prompts[i].1 == prompts[j].1)
+        });
+        let images: Vec<&[PixelValues]> = first.iter().map(|&f| prompts[f].1).collect();
+        let (x, deepstack) =
+            self.embed_rows(&pick(&rows, &first), &images, &vec![lp; first.len()])?;
+        let rope = self.text.rope_tables(&pick(&positions, &first))?;
+        let mask = causal_mask(&pick(&valid, &first), lp);
         let mut cache = KvCache::default();
         let h = self
             .text
             .forward(&x, &rope, Some(&mask), Some(&mut cache), deepstack.as_ref())?;
         let mut logits = self.text.logits(&h.narrow(1, lp - 1, 1)?.squeeze(1)?)?;
+        if first.len() < b {
+            let select: Vec<u32> = group.iter().map(|&g| g as u32).collect();
+            let select = Tensor::from_vec(select, b, &device)?;
+            cache = cache.select_rows(&select)?;
+            logits = logits.index_select(&select, 0)?;
+        }
         let mut out: Vec<Generation> = (0..b)
             .map(|_| Generation {
                 tokens: Vec::new(),
@@ -673,6 +801,56 @@ pub fn rope_index_until(
         tokens_per_second: 0.0,
     };
     visual_rope_index(ids, placeholder_end, images, &tokens)
+}
+
+/// Rows of a batch that share a prompt (the same tokens and the same images).
+#[derive(Debug, Clone, PartialEq)]
+struct PromptGroups {
+    /// Row r's group.
+    group: Vec<usize>,
+    /// The first row of each group.
+    first: Vec<usize>,
+}
+
+impl PromptGroups {
+    /// The groups of `rows`' prompts (row r's prompt is `ids[..prompt_len]`), or `None` when
+    /// no two rows share one, or when a prompt cannot be split before its last token (a
+    /// one-token prompt, or one that ends in an image placeholder).
+    fn of(rows: &[Sequence<'_>], tokens: &VisualTokens) -> Option<Self> {
+        let splittable =
+            |s: &Sequence<'_>| s.prompt_len >= 2 && !tokens.is_placeholder(s.ids[s.prompt_len - 1]);
+        if !rows.iter().all(splittable) {
+            return None;
+        }
+        let (group, first) = group_by(rows.len(), |i, j| {
+            let (a, b) = (&rows[i], &rows[j]);
+            a.ids[..a.prompt_len] == b.ids[..b.prompt_len]
+                && (std::ptr::eq(a.images, b.images) || a.images == b.images)
+        });
+        (first.len() < rows.len()).then_some(Self { group, first })
+    }
+}
+
+/// The items of `v` at `index`, cloned.
+fn pick<T: Clone>(v: &[T], index: &[usize]) -> Vec<T> {
+    index.iter().map(|&i| v[i].clone()).collect()
+}
+
+/// Groups items `0..n` by `same` (an equivalence): returns each item's group and each group's
+/// first item, groups numbered in order of their first items.
+fn group_by(n: usize, same: impl Fn(usize, usize) -> bool) -> (Vec<usize>, Vec<usize>) {
+    let mut group = Vec::with_capacity(n);
+    let mut first: Vec<usize> = Vec::new();
+    for i in 0..n {
+        match first.iter().position(|&f| same(f, i)) {
+            Some(g) => group.push(g),
+            None => {
+                group.push(first.len());
+                first.push(i);
+            }
+        }
+    }
+    (group, first)
 }
 
 /// The placeholder tokens of images and videos and what their rotary positions need.

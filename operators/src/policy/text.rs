@@ -97,6 +97,19 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A cache whose row i is this cache's row `index[i]` (u32 indices), on every layer;
+    /// differentiable, so that rows sharing a prompt's keys and values add up its gradients.
+    pub fn select_rows(&self, index: &Tensor) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.index_select(index, 0)?, v.index_select(index, 0)?))),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
 }
 
 #[derive(Debug, Clone)]
