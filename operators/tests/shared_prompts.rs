@@ -19,6 +19,8 @@ use shareflow_operators::policy::{
 use shareflow_runtime::rng::DetRng;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+/// Per-row log-probs, per-row entropies and per-parameter gradients.
+type Scored = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 fn load(dir: &Path) -> AnyResult<PolicyModel> {
     let opts = LoadOptions {
@@ -97,7 +99,7 @@ fn check_model(dir: &Path, pixel_values: &Path) -> AnyResult<()> {
     let weights: Vec<f32> = (0..batch.len())
         .map(|r| if r % 2 == 0 { 1.0 } else { -0.7 })
         .collect();
-    let run = |share: bool| -> AnyResult<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    let run = |share: bool| -> AnyResult<Scored> {
         let opts = ScoreOptions {
             temperature: 0.8,
             entropy: true,
