@@ -133,9 +133,24 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttnMask>) -> Result<Tensor> {
     let d = q.dim(D::Minus1)?;
     let scale = 1.0 / (d as f64).sqrt();
-    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    // The matmuls read transposed and narrowed (KV-cache) keys and values through their
+    // strides; copying them contiguous cost more than the attention on every decoding step.
+    let scores = q.contiguous()?.matmul(&row_major(k)?.t()?)?;
     let probs = kernels::masked_softmax(&scores.to_dtype(DType::F32)?, scale, mask)?;
-    Ok(probs.to_dtype(v.dtype())?.matmul(&v.contiguous()?)?)
+    Ok(probs.to_dtype(v.dtype())?.matmul(&row_major(v)?)?)
+}
+
+/// `t` (batch, heads, len, dim) as it is when its rows are contiguous and its batches evenly
+/// spaced (a contiguous tensor, or the filled part of a KV cache), which matmul reads in place;
+/// a contiguous copy otherwise.
+fn row_major(t: &Tensor) -> Result<Tensor> {
+    if let ([_, h, _, d], [s0, s1, s2, 1]) = (t.dims(), t.stride())
+        && *s2 == *d
+        && *s0 == s1 * h
+    {
+        return Ok(t.clone());
+    }
+    Ok(t.contiguous()?)
 }
 
 /// Gated MLP `down(silu(gate(x)) * up(x))`.

@@ -712,7 +712,7 @@ impl PolicyModel {
             self.embed_rows(&pick(&rows, &first), &images, &vec![lp; first.len()])?;
         let rope = self.text.rope_tables(&pick(&positions, &first))?;
         let mask = causal_mask(&pick(&valid, &first), lp);
-        let mut cache = KvCache::default();
+        let mut cache = KvCache::with_reserve(params.max_new_tokens);
         let h = self
             .text
             .forward(&x, &rope, Some(&mask), Some(&mut cache), deepstack.as_ref())?;

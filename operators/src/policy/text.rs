@@ -79,24 +79,95 @@ pub struct Deepstack {
 pub type RopeTables = RopeTable;
 
 /// Per-layer keys and values of the tokens seen so far, (batch, kv_heads, len, head_dim).
+///
+/// A cache made by [`KvCache::with_reserve`] (generation) keeps `reserve` free positions after
+/// its first fill and writes later tokens into them in place; a default cache grows by
+/// concatenation, which keeps gradients (scoring rows after a shared prompt).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
+    reserve: usize,
+}
+
+/// One layer's keys and values: the first `len` positions of `k` and `v` (batch, kv_heads,
+/// capacity, head_dim) are filled.
+#[derive(Debug, Clone)]
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl LayerKv {
+    fn first(k: &Tensor, v: &Tensor, reserve: usize) -> Result<Self> {
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
+        let len = k.dim(2)?;
+        if reserve == 0 {
+            return Ok(Self { k, v, len });
+        }
+        let (b, h, _, d) = k.dims4()?;
+        let kb = Tensor::zeros((b, h, len + reserve, d), k.dtype(), k.device())?;
+        let vb = Tensor::zeros((b, h, len + reserve, d), v.dtype(), v.device())?;
+        kb.slice_set(&k, 2, 0)?;
+        vb.slice_set(&v, 2, 0)?;
+        Ok(Self { k: kb, v: vb, len })
+    }
+
+    /// Appends (batch, kv_heads, new, head_dim) keys and values: in place while the reserved
+    /// positions last (`in_place`), by concatenation otherwise.
+    fn append(self, k: &Tensor, v: &Tensor, in_place: bool) -> Result<Self> {
+        let new = k.dim(2)?;
+        if in_place && self.len + new <= self.k.dim(2)? {
+            self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+            self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+            return Ok(Self {
+                len: self.len + new,
+                ..self
+            });
+        }
+        let (pk, pv) = self.filled()?;
+        Ok(Self {
+            k: Tensor::cat(&[&pk, k], 2)?,
+            v: Tensor::cat(&[&pv, v], 2)?,
+            len: self.len + new,
+        })
+    }
+
+    /// The filled positions' keys and values.
+    fn filled(&self) -> Result<(Tensor, Tensor)> {
+        if self.len == self.k.dim(2)? {
+            return Ok((self.k.clone(), self.v.clone()));
+        }
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
 }
 
 impl KvCache {
+    /// An empty cache that keeps `reserve` positions free after its first fill, for tokens
+    /// appended one step at a time without copying the cache (no gradients flow through
+    /// in-place writes: for generation only).
+    pub fn with_reserve(reserve: usize) -> Self {
+        Self {
+            layers: Vec::new(),
+            reserve,
+        }
+    }
+
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
-            .and_then(|(k, _)| k.dim(2).ok())
-            .unwrap_or(0)
+            .map_or(0, |l| l.len)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
     /// A cache whose row i is this cache's row `index[i]` (u32 indices), on every layer;
     /// differentiable, so that rows sharing a prompt's keys and values add up its gradients.
     pub fn select_rows(&self, index: &Tensor) -> Result<Self> {
@@ -104,11 +175,18 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| match l {
-                Some((k, v)) => Ok(Some((k.index_select(index, 0)?, v.index_select(index, 0)?))),
+                Some(l) => Ok(Some(LayerKv {
+                    k: l.k.index_select(index, 0)?,
+                    v: l.v.index_select(index, 0)?,
+                    len: l.len,
+                })),
                 None => Ok(None),
             })
             .collect::<Result<_>>()?;
-        Ok(Self { layers })
+        Ok(Self {
+            layers,
+            reserve: self.reserve,
+        })
     }
 }
 
@@ -311,7 +389,7 @@ impl TextModel {
             c.layers = vec![None; self.blocks.len()];
         }
         for (i, blk) in self.blocks.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| (c.reserve, &mut c.layers[i]));
             let a = blk.attn.forward(&blk.ln1.forward(&h)?, rope, mask, slot)?;
             h = (h + a)?;
             let m = blk.mlp.forward(&blk.ln2.forward(&h)?)?;
@@ -341,7 +419,7 @@ impl Attention {
         x: &Tensor,
         rope_t: &RopeTables,
         mask: Option<&AttnMask>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<(usize, &mut Option<LayerKv>)>,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let hd = self.head_dim;
@@ -369,13 +447,14 @@ impl Attention {
             .reshape((b, l, self.kv_heads, hd))?
             .transpose(1, 2)?;
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                    None => (k.contiguous()?, v.contiguous()?),
+            Some((reserve, slot)) => {
+                let layer = match slot.take() {
+                    Some(layer) => layer.append(&k, &v, reserve > 0)?,
+                    None => LayerKv::first(&k, &v, reserve)?,
                 };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
+                let kv = layer.filled()?;
+                *slot = Some(layer);
+                kv
             }
             None => (k, v),
         };
