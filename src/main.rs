@@ -26,8 +26,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// A training step frees and reallocates the same large buffers every few hundred milliseconds
 /// to seconds; returned pages come back zero-filled by the kernel, which took 8% of the default
 /// run's update (`clear_page_erms` in `perf`): BENCHMARKS.md. The peak memory is the same, since
-/// the buffers are reused. `MIMALLOC_PURGE_DELAY` in the environment still wins. (The one
-/// `unsafe` of the workspace: an FFI call; mimalloc reads its environment before `main`.)
+/// the buffers are reused. `MIMALLOC_PURGE_DELAY` in the environment still wins. (One
+/// of the workspace's two `unsafe` blocks: an FFI call; mimalloc reads its environment before
+/// `main`.)
 #[allow(unsafe_code)]
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
@@ -596,7 +597,23 @@ fn load_policy(dir: &std::path::Path, placement: &PlacementArgs) -> anyhow::Resu
 }
 
 #[allow(clippy::print_stderr)]
+/// Fixes candle's thread count once. Without `RAYON_NUM_THREADS` (or `CANDLE_NUM_THREADS`),
+/// candle recounts the machine's cores on every matmul by reading `/proc/cpuinfo`, which took
+/// 15% of an evaluation's time on 2 cores (BENCHMARKS.md). The count is candle's own default.
+#[allow(unsafe_code)]
+fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none()
+        && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    {
+        let n = shareflow::operators::policy::candle::utils::get_num_threads();
+        // SAFETY: the first statement of `main`, before any other thread exists to read the
+        // environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+}
+
 fn main() -> ExitCode {
+    fix_thread_count();
     keep_freed_memory();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
