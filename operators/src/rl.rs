@@ -176,9 +176,9 @@ fn score_rows(
 
 /// The PPO update of one step: old log-probs of every row under the current policy (the
 /// reference recomputes them rather than trusting the sampler), then `ppo_epochs` passes of
-/// mini-batches; each mini-batch is split into micro-batches whose losses are scaled by their
-/// share of the mini-batch's response tokens (a token-level mean over the mini-batch), summed, and
-/// applied with one AdamW step. A mini-batch whose gradient norm is not finite is skipped (the
+/// mini-batches; each mini-batch (its rows of one prompt put together) is split into
+/// micro-batches whose losses are scaled by their share of the mini-batch's response tokens (a
+/// token-level mean over the mini-batch), summed, and applied with one AdamW step. A mini-batch whose gradient norm is not finite is skipped (the
 /// parameters stay as they were) and counted.
 pub fn ppo_update(
     model: &PolicyModel,
@@ -277,6 +277,27 @@ pub fn old_log_probs(
     Ok(out)
 }
 
+/// The rows of a mini-batch with the rows of each prompt next to each other (prompts in the
+/// order they first appear, rows in their order), so that its micro-batches share prompts, which
+/// the model then runs once ([`crate::policy::ScoreOptions::share_prompts`]). The mini-batch's
+/// rows, and so its gradient, are the same: only which micro-batch adds which row changes.
+fn prompts_together(mini: &[usize], rows: &[UpdateRow]) -> Vec<usize> {
+    let same = |a: &PromptInput, b: &PromptInput| {
+        (Arc::ptr_eq(&a.ids, &b.ids) && Arc::ptr_eq(&a.images, &b.images)) || a == b
+    };
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &r in mini {
+        match groups
+            .iter_mut()
+            .find(|g| same(&rows[g[0]].prompt, &rows[r].prompt))
+        {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups.concat()
+}
+
 /// The PPO update of one step given its rows' [`OldLogProbs`] (row by row; the reference's
 /// exactly when `cfg.ppo.kl` is set): `ppo_epochs` passes of mini-batches, as
 /// [`ppo_update_with_reference`] describes.
@@ -349,6 +370,7 @@ pub fn ppo_update_replicated(
             if tokens == 0 {
                 continue;
             }
+            let mini = &prompts_together(mini, rows);
             let micros: Vec<&[usize]> = mini.chunks(cfg.micro_batch_rows).collect();
             let mut sum = MiniBatchSum::new(opt.accumulator(), 6, rank);
             for (index, micro) in micros.iter().enumerate() {
@@ -516,4 +538,41 @@ pub fn nll_update_replicated(
         response_tokens: total,
         ..UpdateStats::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(prompt: &PromptInput, response: u32) -> UpdateRow {
+        UpdateRow {
+            prompt: prompt.clone(),
+            response: Arc::new(vec![response]),
+            advantage: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_mini_batchs_rows_of_one_prompt_come_together_in_order() {
+        let prompt = |ids: Vec<u32>| PromptInput {
+            ids: Arc::new(ids),
+            images: Arc::new(Vec::new()),
+        };
+        let (a, b, c) = (prompt(vec![1, 2]), prompt(vec![3]), prompt(vec![1, 2, 3]));
+        // Row 5's prompt equals a's by value, not by address.
+        let a_copy = prompt(vec![1, 2]);
+        let rows = vec![
+            row(&a, 0),
+            row(&b, 1),
+            row(&a, 2),
+            row(&c, 3),
+            row(&b, 4),
+            row(&a_copy, 5),
+        ];
+        assert_eq!(
+            prompts_together(&[4, 0, 3, 1, 5, 2], &rows),
+            vec![4, 1, 0, 5, 2, 3]
+        );
+        assert_eq!(prompts_together(&[3], &rows), vec![3]);
+    }
 }
