@@ -596,7 +596,6 @@ fn load_policy(dir: &std::path::Path, placement: &PlacementArgs) -> anyhow::Resu
         .with_context(|| format!("loading the checkpoint {}", dir.display()))
 }
 
-#[allow(clippy::print_stderr)]
 /// Fixes candle's thread count once. Without `RAYON_NUM_THREADS` (or `CANDLE_NUM_THREADS`),
 /// candle recounts the machine's cores on every matmul by reading `/proc/cpuinfo`, which took
 /// 15% of an evaluation's time on 2 cores (BENCHMARKS.md). The count is candle's own default.
@@ -612,6 +611,7 @@ fn fix_thread_count() {
     }
 }
 
+#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     fix_thread_count();
     keep_freed_memory();
