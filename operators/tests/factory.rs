@@ -19,9 +19,6 @@ use shareflow_operators::policy::{
 };
 use shareflow_runtime::rng::DetRng;
 use tokenizers::Tokenizer;
-use tokenizers::models::TrainerWrapper;
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -169,29 +166,43 @@ fn trained_tokenizer_reproduces_the_hf_trainers_fixture_tokenizer() -> TestResul
     Ok(())
 }
 
+/// `BpeTrainer` can, in principle, pop two queue entries of one pair in an order that follows
+/// `ahash`'s random per-map seed (factory/bpe.rs). Small alphabets make tokens that two merges
+/// both produce (`a`+`bc`, `ab`+`c`), where that would show: 200 random corpora over {a, b, c},
+/// each trained three times (every map seeded anew), must give one tokenizer each.
 #[test]
-fn trained_tokenizer_matches_the_rust_hf_trainer() -> TestResult {
-    // The same pipeline with `tokenizers`' own BpeTrainer (the oracle; see factory/bpe.rs for
-    // why shareflow does not use it).
-    let lines = varied_corpus();
-    let ours = train_tokenizer(&lines, 2000)?;
-    let mut theirs = train_tokenizer(&lines[..1], 256)?.into_inner();
-    theirs.with_model(BPE::default());
-    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
-        .vocab_size(2000)
-        .min_frequency(2)
-        .show_progress(false)
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build()
-        .into();
-    theirs.train(&mut trainer, lines.iter())?;
-    let (ours, theirs): (Value, Value) = (
-        serde_json::from_str(&ours.to_string(false)?)?,
-        serde_json::from_str(&theirs.to_string(false)?)?,
-    );
-    let n = ours["model"]["merges"].as_array().map_or(0, Vec::len);
-    assert!(n > 1000, "{n} merges");
-    assert_eq!(ours["model"], theirs["model"]);
+fn tokenizer_training_is_deterministic_on_random_corpora() -> TestResult {
+    let mut state = 12345u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    for corpus in 0..200 {
+        let lines: Vec<String> = (0..40)
+            .map(|_| {
+                let words = 1 + next() % 6;
+                (0..words)
+                    .map(|_| {
+                        let len = 1 + next() % 6;
+                        (0..len)
+                            .map(|_| ["a", "b", "c"][next() % 3])
+                            .collect::<String>()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let first = train_tokenizer(&lines, 300)?.to_string(false)?;
+        for _ in 0..2 {
+            assert_eq!(
+                train_tokenizer(&lines, 300)?.to_string(false)?,
+                first,
+                "corpus {corpus}: {lines:?}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -6,33 +6,26 @@
 //! always in the vocabulary, so any text encodes). The Qwen2-VL special tokens follow the learned
 //! vocabulary.
 //!
-//! The merges are learned here, with the rule of `tokenizers`' `BpeTrainer` (most frequent pair
-//! first, ties to the smallest `(left id, right id)`, alphabet in code point order, merges applied
-//! left to right within a word), rather than by that trainer, so that the result is
-//! deterministic by construction. `BpeTrainer` keeps a lazy priority queue whose entries carry
-//! the words to merge in; entries are pushed in `AHashMap` iteration order, and `ahash` seeds
-//! itself at random per process. That order cannot matter while every pair has one live entry,
-//! but after a merge whose token string already exists (`"ab" + "c"` after `"a" + "bc"`) a pair
-//! can hold two entries with the same count and different word sets, and which pops first is
-//! then up to the hash seed. Here a merge is always applied to every word holding the pair, and
-//! nothing depends on hash order or threads. Where they are comparable both give the same
-//! tokenizer: the fixture made by `tests/golden/policy/make_fixtures.py` with the Python
-//! `tokenizers` trainer is reproduced byte for byte, and the Rust trainer's merges are matched on
-//! a larger corpus (`operators/tests/factory.rs`; also checked by hand on 18k lines of English
-//! at 1000 and 4000 entries, where repeated HF runs, parallel or not, were stable too).
+//! The merges are learned by `tokenizers`' own `BpeTrainer` (minimum pair frequency 2, the byte
+//! alphabet as initial alphabet), as the fixture made by `tests/golden/policy/make_fixtures.py`
+//! with the Python `tokenizers` trainer was: that fixture is reproduced byte for byte
+//! (`operators/tests/factory.rs`). An earlier hand-written trainer existed because
+//! `BpeTrainer`'s priority queue can hold two entries of one pair with the same count after a
+//! merge whose token already exists, and which pops first then follows `ahash`'s per-map random
+//! seed. It was never observed: on the fixture corpus, a varied corpus and 300 random corpora
+//! over a three-letter alphabet (a vocabulary of 300, four trainings each, every map seeded
+//! anew), `BpeTrainer` gave the hand-written trainer's merges every time, so the hand-written
+//! one was removed (issue 22). `tokenizer_training_is_deterministic_on_random_corpora` (200 of
+//! those corpora, three trainings each) and `tokenizer_training_is_deterministic_and_round_trips`
+//! guard the determinism that `shareflow init-model` relies on.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
-
-use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{
-    AddedToken, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
-    SplitDelimiterBehavior, Tokenizer,
-};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::policy::error::{PolicyError, Result};
 
@@ -73,144 +66,6 @@ fn pre_tokenizer() -> Result<Sequence> {
     ]))
 }
 
-/// Word counts of the corpus after normalisation and pre-tokenisation, in a fixed order.
-fn count_words(corpus: &[String], pre: &Sequence) -> Result<BTreeMap<String, u64>> {
-    let mut counts = BTreeMap::new();
-    for line in corpus {
-        let mut s = PreTokenizedString::from(line.as_str());
-        s.normalize(|n| NFC.normalize(n))
-            .map_err(|e| tok_err("normalizing the corpus", e))?;
-        pre.pre_tokenize(&mut s)
-            .map_err(|e| tok_err("pre-tokenizing the corpus", e))?;
-        for (word, _, _) in s.get_splits(OffsetReferential::Original, OffsetType::Byte) {
-            *counts.entry(word.to_string()).or_insert(0) += 1;
-        }
-    }
-    Ok(counts)
-}
-
-type Pair = (u32, u32);
-
-/// The learned vocabulary (id order) and merges (rank order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BpeModel {
-    pub vocab: Vec<String>,
-    pub merges: Vec<(String, String)>,
-}
-
-/// Learns byte-level BPE merges on `words` until the vocabulary has `vocab_size` entries or no
-/// pair is seen `MIN_FREQUENCY` times. The vocabulary starts with the 256 byte symbols in code
-/// point order (as the HF trainer orders its alphabet).
-pub fn learn_bpe(words: &BTreeMap<String, u64>, vocab_size: usize) -> BpeModel {
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort_unstable();
-    let mut vocab: Vec<String> = alphabet.iter().map(char::to_string).collect();
-    let mut ids: HashMap<String, u32> = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.clone(), i as u32))
-        .collect();
-    let char_id: HashMap<char, u32> = alphabet
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| (c, i as u32))
-        .collect();
-
-    // Words as symbol ids (a char outside the byte alphabet cannot occur after ByteLevel).
-    let mut syms: Vec<Vec<u32>> = Vec::with_capacity(words.len());
-    let mut counts: Vec<u64> = Vec::with_capacity(words.len());
-    for (w, &c) in words {
-        syms.push(
-            w.chars()
-                .filter_map(|ch| char_id.get(&ch).copied())
-                .collect(),
-        );
-        counts.push(c);
-    }
-
-    let mut pair_count: HashMap<Pair, u64> = HashMap::new();
-    let mut where_: HashMap<Pair, BTreeSet<usize>> = HashMap::new();
-    for (i, s) in syms.iter().enumerate() {
-        for w in s.windows(2) {
-            *pair_count.entry((w[0], w[1])).or_insert(0) += counts[i];
-            where_.entry((w[0], w[1])).or_default().insert(i);
-        }
-    }
-    // Max-heap on (count, smallest pair first). Every count change pushes the new value, so
-    // an entry whose count differs from the current one is stale and skipped; equal entries
-    // are interchangeable.
-    let mut heap: BinaryHeap<(u64, Reverse<Pair>)> =
-        pair_count.iter().map(|(&p, &c)| (c, Reverse(p))).collect();
-    let mut merged: HashSet<Pair> = HashSet::new();
-    let mut merges = Vec::new();
-
-    while vocab.len() < vocab_size {
-        let Some((count, Reverse(pair))) = heap.pop() else {
-            break;
-        };
-        if pair_count.get(&pair).copied().unwrap_or(0) != count {
-            continue;
-        }
-        if count < MIN_FREQUENCY {
-            break;
-        }
-        let (a, b) = pair;
-        let token = format!("{}{}", vocab[a as usize], vocab[b as usize]);
-        let new_id = match ids.get(&token) {
-            Some(&id) => id,
-            None => {
-                let id = vocab.len() as u32;
-                vocab.push(token.clone());
-                ids.insert(token, id);
-                id
-            }
-        };
-        if merged.insert(pair) {
-            merges.push((vocab[a as usize].clone(), vocab[b as usize].clone()));
-        }
-        let mut changed: BTreeSet<Pair> = BTreeSet::new();
-        for &wi in where_.remove(&pair).unwrap_or_default().iter() {
-            let old = &syms[wi];
-            if !old.windows(2).any(|w| (w[0], w[1]) == pair) {
-                continue;
-            }
-            let mut new = Vec::with_capacity(old.len());
-            let mut i = 0;
-            while i < old.len() {
-                if i + 1 < old.len() && (old[i], old[i + 1]) == pair {
-                    new.push(new_id);
-                    i += 2;
-                } else {
-                    new.push(old[i]);
-                    i += 1;
-                }
-            }
-            let c = counts[wi];
-            for w in old.windows(2) {
-                let p = (w[0], w[1]);
-                if let Some(n) = pair_count.get_mut(&p) {
-                    *n = n.saturating_sub(c);
-                }
-                changed.insert(p);
-            }
-            for w in new.windows(2) {
-                let p = (w[0], w[1]);
-                *pair_count.entry(p).or_insert(0) += c;
-                where_.entry(p).or_default().insert(wi);
-                changed.insert(p);
-            }
-            syms[wi] = new;
-        }
-        for p in changed {
-            let c = pair_count.get(&p).copied().unwrap_or(0);
-            if c > 0 {
-                heap.push((c, Reverse(p)));
-            }
-        }
-    }
-    BpeModel { vocab, merges }
-}
-
 /// Trains a Qwen2-like byte-level BPE on `corpus` with `vocab_size` learned entries (the 256
 /// byte symbols included; fewer when the corpus runs out of pairs seen twice), then adds the
 /// Qwen2-VL special tokens ([`SPECIAL_TOKENS`]) with ids `learned..learned + 7`.
@@ -223,25 +78,21 @@ pub fn train_tokenizer(corpus: &[String], vocab_size: usize) -> Result<Tokenizer
              a byte-level BPE always holds"
         )));
     }
-    let pre = pre_tokenizer()?;
-    let words = count_words(corpus, &pre)?;
-    let learned = learn_bpe(&words, vocab_size);
-    let vocab: Vocab = learned
-        .vocab
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.clone(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, learned.merges)
-        .build()
-        .map_err(|e| tok_err("building the BPE model", e))?;
-    let mut tok = Tokenizer::new(bpe);
+    let mut tok = Tokenizer::new(BPE::default());
     tok.with_normalizer(Some(NFC))
         .map_err(|e| tok_err("setting the normalizer", e))?;
-    tok.with_pre_tokenizer(Some(pre));
+    tok.with_pre_tokenizer(Some(pre_tokenizer()?));
     tok.with_post_processor(Some(ByteLevel::new(false, false, false)));
     tok.with_decoder(Some(ByteLevel::new(false, false, false)));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(MIN_FREQUENCY)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    tok.train(&mut trainer, corpus.iter())
+        .map_err(|e| tok_err("training the BPE merges", e))?;
     tok.add_special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)))
         .map_err(|e| tok_err("adding the special tokens", e))?;
     Ok(tok)
