@@ -466,11 +466,43 @@ fn metrics_without_timings(run_dir: &std::path::Path) -> Vec<Value> {
 /// Two processes over TCP on 127.0.0.1 (one worker each, each a policy replica computing one
 /// of every mini-batch's two micro-batches) end with the checkpoint of one process, byte for
 /// byte, and the same metrics, at staleness 0 and 1. Process 1 writes nothing.
+/// Writes a hostfile of two free ports on 127.0.0.1 at `path`.
+fn two_hosts(path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::write(
+        path,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("write hostfile");
+    path.to_path_buf()
+}
+
+/// Starts `shareflow` with `args` as process `process` of 2 over `hostfile`.
+fn spawn_process(
+    mut args: Vec<String>,
+    process: &str,
+    hostfile: &std::path::Path,
+    stdout: std::process::Stdio,
+) -> std::process::Child {
+    args.extend([
+        "--processes".into(),
+        "2".into(),
+        "--process".into(),
+        process.into(),
+        "--hostfile".into(),
+        hostfile.to_string_lossy().into_owned(),
+    ]);
+    std::process::Command::new(env!("CARGO_BIN_EXE_shareflow"))
+        .args(&args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn process")
+}
+
 #[test]
 fn two_processes_write_the_checkpoint_of_one() {
     let dir = temp_dir("train-processes");
     let out = dir.to_string_lossy().into_owned();
-    let exe = env!("CARGO_BIN_EXE_shareflow");
     for staleness in ["0", "1"] {
         let args = |name: &str| {
             let mut a = tiny(&out, name);
@@ -490,30 +522,11 @@ fn two_processes_write_the_checkpoint_of_one() {
         let (ok, _, err) = run(&args(&one));
         assert!(ok, "one process: {err}");
 
-        let hostfile = dir.join(format!("hosts-{staleness}"));
-        std::fs::write(
-            &hostfile,
-            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-        )
-        .expect("write hostfile");
+        let hostfile = two_hosts(&dir.join(format!("hosts-{staleness}")));
         let two = format!("two-s{staleness}");
         let follower_dir = format!("follower-s{staleness}");
         let spawn = |process: &str, name: &str| {
-            let mut a = args(name);
-            a.extend([
-                "--processes".into(),
-                "2".into(),
-                "--process".into(),
-                process.into(),
-                "--hostfile".into(),
-                hostfile.to_string_lossy().into_owned(),
-            ]);
-            std::process::Command::new(exe)
-                .args(&a)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn process")
+            spawn_process(args(name), process, &hostfile, std::process::Stdio::piped())
         };
         // The follower gets another run name: it must not write anything under it.
         let p1 = spawn("1", &follower_dir);
@@ -559,7 +572,6 @@ fn two_processes_write_the_checkpoint_of_one() {
 fn a_killed_process_stops_its_peer_and_the_run_resumes_exactly() {
     let dir = temp_dir("train-kill");
     let out = dir.to_string_lossy().into_owned();
-    let exe = env!("CARGO_BIN_EXE_shareflow");
     let args = |name: &str| {
         let mut a = tiny(&out, name);
         a.extend([
@@ -580,30 +592,9 @@ fn a_killed_process_stops_its_peer_and_the_run_resumes_exactly() {
     let spawn = |process: &str, hostfile: &std::path::Path, extra: &[&str]| {
         let mut a = args("cluster");
         a.extend(extra.iter().map(|s| s.to_string()));
-        a.extend([
-            "--processes".into(),
-            "2".into(),
-            "--process".into(),
-            process.into(),
-            "--hostfile".into(),
-            hostfile.to_string_lossy().into_owned(),
-        ]);
-        std::process::Command::new(exe)
-            .args(&a)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn process")
+        spawn_process(a, process, hostfile, std::process::Stdio::null())
     };
-    let hosts = |name: &str| {
-        let h = dir.join(name);
-        std::fs::write(
-            &h,
-            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-        )
-        .expect("write hostfile");
-        h
-    };
+    let hosts = |name: &str| two_hosts(&dir.join(name));
     let first = hosts("hosts-first");
     let mut p1 = spawn("1", &first, &[]);
     let p0 = spawn("0", &first, &[]);
