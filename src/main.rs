@@ -143,16 +143,8 @@ struct TrainCmd {
     /// the results are those of one worker, bit for bit.
     #[arg(long, short = 'w', value_name = "N")]
     workers: Option<usize>,
-    /// Processes of a multi-process run (each with --workers threads; every process runs the
-    /// same command with its own --process). Process 0 owns the run directory.
-    #[arg(long, default_value_t = 1)]
-    processes: usize,
-    /// This process's index in 0..processes.
-    #[arg(long, default_value_t = 0)]
-    process: usize,
-    /// One `host:port` line per process (required with --processes > 1).
-    #[arg(long)]
-    hostfile: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ProcessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -249,13 +241,22 @@ struct ClusterArgs {
     /// Worker threads per process.
     #[arg(long, short = 'w', default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    cluster: ProcessArgs,
+}
+
+/// The processes of a multi-process run: every process runs the same command (with `--workers`
+/// threads each) and its own `--process`.
+#[derive(Debug, Args)]
+struct ProcessArgs {
     /// Number of processes in the cluster.
     #[arg(long, default_value_t = 1)]
     processes: usize,
-    /// This process's index (0 reads the input and writes the output).
+    /// This process's index in 0..processes (process 0 reads the input and writes every
+    /// output: for `train`, the run directory).
     #[arg(long, default_value_t = 0)]
     process: usize,
-    /// One `host:port` line per process.
+    /// One `host:port` line per process (required with --processes > 1).
     #[arg(long)]
     hostfile: Option<PathBuf>,
 }
@@ -264,9 +265,9 @@ impl ClusterArgs {
     fn config(&self) -> ClusterConfig {
         ClusterConfig {
             workers: self.workers,
-            processes: self.processes,
-            process: self.process,
-            hostfile: self.hostfile.clone(),
+            processes: self.cluster.processes,
+            process: self.cluster.process,
+            hostfile: self.cluster.hostfile.clone(),
         }
     }
 }
@@ -471,9 +472,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cmd.quiet,
                 cmd.resume.as_deref(),
                 &shareflow::tools::train::Processes {
-                    count: cmd.processes,
-                    index: cmd.process,
-                    hostfile: cmd.hostfile.clone(),
+                    count: cmd.cluster.processes,
+                    index: cmd.cluster.process,
+                    hostfile: cmd.cluster.hostfile.clone(),
                 },
             )?;
             write_lines(None, &[serde_json::to_string_pretty(&run.summary)?])?;
